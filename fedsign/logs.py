@@ -1,0 +1,55 @@
+"""Logging set-up: fedsign's console output, Flower's console level and per-run log files."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+from tqdm import tqdm
+
+# Loggers whose records go to a run's log file.
+RUN_LOGGERS = ("fedsign", "strategies", "clients", "flwr")
+FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class TqdmHandler(logging.Handler):
+    """Write log records through ``tqdm.write`` so they do not break a progress bar."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        tqdm.write(self.format(record))
+
+
+def configure_console(verbose: bool = False) -> None:
+    """Show fedsign's INFO lines on the console and Flower's only from WARNING (all with ``verbose``)."""
+    from flwr.common.logger import update_console_handler
+
+    level = logging.DEBUG if verbose else logging.INFO
+    for name in ("fedsign", "strategies", "clients"):
+        logger = logging.getLogger(name)
+        logger.setLevel(level)
+        if not any(isinstance(handler, TqdmHandler) for handler in logger.handlers):
+            handler = TqdmHandler()
+            handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+            logger.addHandler(handler)
+    update_console_handler(level=logging.INFO if verbose else logging.WARNING, timestamps=False, colored=True)
+
+
+@contextlib.contextmanager
+def log_to_file(path: Path) -> Iterator[None]:
+    """Copy INFO and higher records of fedsign, its apps and Flower into ``path``."""
+    handler = logging.FileHandler(path)
+    handler.setLevel(logging.INFO)
+    handler.setFormatter(logging.Formatter(FORMAT))
+    loggers = [logging.getLogger(name) for name in RUN_LOGGERS]
+    for logger in loggers:
+        if logger.level == logging.NOTSET or logger.level > logging.INFO:
+            logger.setLevel(logging.INFO)
+        logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
+        handler.close()
