@@ -7,6 +7,7 @@ standard error naming the value and the fix, nothing written).
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 from collections.abc import Callable
@@ -18,6 +19,10 @@ logger = logging.getLogger("fedsign.cli")
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+
+# Modules that add further subcommands; each has ``register(commands)`` taking the
+# subparsers object and setting ``handler`` on its parsers.
+COMMAND_MODULES: tuple[str, ...] = ("fedsign.commands.fusion", "fedsign.commands.valley")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -60,8 +65,17 @@ def build_parser() -> argparse.ArgumentParser:
                            help="folder for the statistics CSV and the label-distribution plot (default: runs)")
     partition.set_defaults(handler=_cmd_partition)
 
+    train = commands.add_parser("train", help="train a model centrally (θ_0, θ_f and per-epoch checkpoints)")
+    _add_config_arguments(train)
+    train.add_argument("--output-dir", type=Path, default=Path("runs"),
+                       help="folder that receives the run directory (default: runs)")
+    train.set_defaults(handler=_cmd_train)
+
     listing = commands.add_parser("list", help="list datasets, partitioners, models and strategies")
     listing.set_defaults(handler=_cmd_list)
+
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(module_name).register(commands)
     return parser
 
 
@@ -73,6 +87,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
     outcome = run_simulation(config, args.output_dir, verbose=args.verbose)
     summary = outcome.summary
     print(f"final accuracy {summary['final_accuracy']:.4f} (best {summary['best_accuracy']:.4f}) "
+          f"in {summary['wall_time_s']:.1f} s; results in {outcome.run_dir}")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from fedsign.central import run_central
+    from fedsign.config import load_config
+
+    config = load_config(args.config, args.overrides)
+    outcome = run_central(config, args.output_dir)
+    summary = outcome.summary
+    print(f"final test accuracy {summary['final_accuracy']:.4f} after {config.central.epochs} epochs "
           f"in {summary['wall_time_s']:.1f} s; results in {outcome.run_dir}")
     return 0
 

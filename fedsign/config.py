@@ -140,6 +140,8 @@ class FederationConfig:
     eval_every: int = 1
     client_eval: bool = False
     checkpoint_every: int = 0
+    # Rounds whose returned client models are saved under client_models/ (off by default).
+    keep_client_models: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         _require(self.rounds >= 1, "federation.rounds", self.rounds, "an integer >= 1")
@@ -178,8 +180,34 @@ class EngineConfig:
 
 
 @dataclass
+class CentralConfig:
+    """Central (non-federated) training, used to make models for the analysis studies."""
+
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    clip_norm: float = 0.0
+    lr_schedule: str = "constant"
+    checkpoint_every: int = 1
+
+    def __post_init__(self) -> None:
+        _require(self.epochs >= 1, "central.epochs", self.epochs, "an integer >= 1")
+        _require(self.batch_size >= 1, "central.batch_size", self.batch_size, "an integer >= 1")
+        _require(self.lr > 0, "central.lr", self.lr, "a learning rate > 0")
+        _require(0.0 <= self.momentum < 1.0, "central.momentum", self.momentum, "a number in [0, 1)")
+        _require(self.weight_decay >= 0, "central.weight_decay", self.weight_decay, "a number >= 0")
+        _require(self.clip_norm >= 0, "central.clip_norm", self.clip_norm, "a number >= 0 (0 = no clipping)")
+        _require(self.lr_schedule in ("constant", "cosine"), "central.lr_schedule", self.lr_schedule,
+                 "one of constant, cosine")
+        _require(self.checkpoint_every >= 0, "central.checkpoint_every", self.checkpoint_every,
+                 "an integer >= 0 (0 = first and last model only)")
+
+
+@dataclass
 class Config:
-    """The whole configuration of one federated run."""
+    """The whole configuration of a run: federated (``fedsign run``) or central (``fedsign train``)."""
 
     seed: int = 0
     name: str = ""
@@ -190,6 +218,7 @@ class Config:
     sign: SignConfig = field(default_factory=SignConfig)
     federation: FederationConfig = field(default_factory=FederationConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
+    central: CentralConfig = field(default_factory=CentralConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the config as nested plain dictionaries."""
@@ -204,10 +233,15 @@ class Config:
         canonical = json.dumps(self.to_dict(), sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:8]
 
-    def run_name(self) -> str:
-        """Return the run directory name: a readable prefix plus the config hash."""
+    def run_name(self, kind: str = "federated") -> str:
+        """Return a run directory name: a readable prefix plus the config hash.
+
+        ``kind`` is ``federated`` (prefix names strategy and partition) or ``central``.
+        """
         if self.name:
             prefix = self.name
+        elif kind == "central":
+            prefix = "-".join([self.data.dataset, self.model.name, "central", f"s{self.seed}"])
         else:
             prefix = "-".join([
                 self.data.dataset, self.model.name, self.strategy.name,

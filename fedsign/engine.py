@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -56,11 +57,23 @@ def load_object(reference: str) -> object:
     return getattr(importlib.import_module(module_name), attribute)
 
 
-def disable_flower_telemetry() -> None:
-    """Turn off Flower's telemetry and update check unless the user set them explicitly."""
+def prepare_environment() -> None:
+    """Keep Ray on loopback and turn off Flower's telemetry, update check and installs.
+
+    Flower settings the user set explicitly are kept (telemetry is opt-in this way). Ray
+    2.55 replaces ``_node_ip_address="127.0.0.1"`` by the machine's network address and
+    binds its servers there unless multi-node clusters are off
+    (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``); with them off, every Ray server listens on
+    127.0.0.1 only. Ray reads that variable on import, so an imported Ray is set directly.
+    """
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
     os.environ.setdefault("FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION", "1")
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    if "ray" in sys.modules:
+        from ray._private import ray_constants
+
+        ray_constants.ENABLE_RAY_CLUSTER = False
 
 
 def validate_run_config(config: Config) -> None:
@@ -86,7 +99,7 @@ def validate_run_config(config: Config) -> None:
     build_global_model(config.model, federated.splits, config.seed)
 
 
-def backend_config(config: Config, ray_temp_dir: Path) -> dict:
+def backend_config(config: Config, ray_temp_dir: Path, *, verbose: bool = False) -> dict:
     """Return Flower's Ray backend config: loopback only, no dashboard, resources per client."""
     use_gpu = config.engine.device != "cpu" and torch.cuda.is_available()
     return {
@@ -101,7 +114,8 @@ def backend_config(config: Config, ray_temp_dir: Path) -> dict:
             "_temp_dir": str(ray_temp_dir),
             "include_dashboard": False,
             "logging_level": logging.ERROR,
-            "log_to_driver": True,
+            # Client errors reach the server in the replies; worker output only with --verbose.
+            "log_to_driver": verbose,
         },
     }
 
@@ -126,7 +140,7 @@ def run_simulation(config: Config, output_dir: Path, *, verbose: bool = False) -
         The run started but did not complete (failed round, timeout, runtime error); its
         folder is kept as ``<run name>.failed`` with the log and the error.
     """
-    disable_flower_telemetry()
+    prepare_environment()
     validate_run_config(config)
     staging_dir, final_dir = prepare_run_dir(output_dir, config)
     ray_temp_dir = short_temp_dir()
@@ -161,7 +175,7 @@ def _run_flower(config: Config, run_dir: Path, ray_temp_dir: Path, deadline: flo
             server_app=server_app,
             client_app=client_app,
             num_supernodes=config.data.num_partitions,
-            backend_config=backend_config(config, ray_temp_dir),
+            backend_config=backend_config(config, ray_temp_dir, verbose=verbose),
             verbose_logging=verbose,
         )
     except Exception as error:  # Flower wraps Ray start-up and app errors in plain exceptions.

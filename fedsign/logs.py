@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,10 +16,10 @@ FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 class TqdmHandler(logging.Handler):
-    """Write log records through ``tqdm.write`` so they do not break a progress bar."""
+    """Write log records to standard error through ``tqdm.write``, so they do not break a progress bar."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        tqdm.write(self.format(record))
+        tqdm.write(self.format(record), file=sys.stderr)
 
 
 def configure_console(verbose: bool = False) -> None:

@@ -6,8 +6,8 @@ A model name is ``<family>[<depth>][_bn][_w<width>]``, parsed by :func:`parse_mo
   ``lenet``, ``vgg``, ``resnet``, ``cnn1d``, ``resnet1d``);
 - ``depth`` is the number the family is known by (``vgg11``, ``resnet20``, ``mlp3``);
 - ``_bn`` adds BatchNorm after every hidden conv or linear layer (ResNets always have it);
-- ``_w<width>`` sets the width of the first stage (channels of the first conv layer, or the
-  hidden width of an MLP); later stages scale with it as in the family's default layout.
+- ``_w<width>`` sets the width of the first stage: the channels of the first conv layer, or the
+  hidden width of an MLP. Later stages scale with it as in the family's default layout.
 
 Every model is a :class:`FeatureClassifier`: ``model.features`` maps an input batch to flat
 representation vectors and ``model.classifier`` is the final ``nn.Linear``, so that
@@ -36,8 +36,12 @@ logger = logging.getLogger(__name__)
 
 BN_INITS = ("ones", "uniform", "gaussian")
 POSITION_ENCODINGS = ("none", "multiplicative", "additive")
-PARAMETER_GROUPS = ("bn_weight", "bn_bias", "classifier", "conv_weight", "other_weight", "other_bias")
-SELECTIONS = ("all", "classifier", "features", "first_block", "conv", "bn", "bn_weight", "re:<regex>")
+PARAMETER_GROUPS = (
+    "bn_weight", "bn_bias", "classifier", "conv_weight", "other_weight", "other_bias"
+)
+SELECTIONS = (
+    "all", "classifier", "features", "first_block", "conv", "bn", "bn_weight", "re:<regex>"
+)
 
 _NAME_PATTERN = re.compile(
     r"^(?P<family>[a-z]+(?:1d)?)(?P<depth>\d+)?(?P<batch_norm>_bn)?(?:_w(?P<width>\d+))?$"
@@ -55,7 +59,7 @@ _AVG_POOL = {1: nn.AdaptiveAvgPool1d, 2: nn.AdaptiveAvgPool2d}
 
 @dataclass(frozen=True)
 class ModelName:
-    """A model name split into its parts; ``None`` where the name leaves a part out."""
+    """Parts of a model name, with ``None`` for a part that the name leaves out."""
 
     name: str
     family: str
@@ -66,7 +70,7 @@ class ModelName:
 
 @dataclass(frozen=True)
 class PositionEncodingConfig:
-    """FedPAN position encoding settings: ``mode`` is one of :data:`POSITION_ENCODINGS`."""
+    """FedPAN position encoding settings, with ``mode`` one of :data:`POSITION_ENCODINGS`."""
 
     mode: str = "none"
     amplitude: float = 0.1
@@ -110,10 +114,10 @@ def register_model(
     Parameters
     ----------
     family : str
-        Lowercase family name, optionally ending in ``1d``; names of this family are
+        Lowercase family name, optionally ending in ``1d``. Model names of this family are
         ``<family>[<depth>][_bn][_w<width>]``.
     examples : sequence of str, default ()
-        Model names of this family that :func:`list_models` lists; ``(family,)`` when empty.
+        Model names of this family that :func:`list_models` returns, ``(family,)`` when empty.
     spatial_dims : int or None, default 2
         2 for image inputs ``(channels, height, width)``, 1 for sequences ``(channels, length)``,
         None for any input shape.
@@ -127,7 +131,9 @@ def register_model(
         :class:`UserInputError`.
     """
     if not re.fullmatch(r"[a-z]+(?:1d)?", family):
-        raise ValueError(f"invalid model family {family!r}: use lowercase letters, optionally ending in '1d'")
+        raise ValueError(
+            f"invalid model family {family!r}: use lowercase letters, optionally ending in '1d'"
+        )
 
     def decorator(builder: Builder) -> Builder:
         if family in _FAMILIES:
@@ -153,9 +159,10 @@ def parse_model_name(name: str) -> ModelName:
     """
     match = _NAME_PATTERN.match(name)
     if match is None or match["family"] not in _FAMILIES:
+        examples = ", ".join(family.examples[0] for family in _FAMILIES.values())
         raise UserInputError(
-            f"unknown model {name!r}: expected <family>[<depth>][_bn][_w<width>] with family one of "
-            f"{', '.join(sorted(_FAMILIES))}, for example {', '.join(f.examples[0] for f in _FAMILIES.values())}"
+            f"unknown model {name!r}: expected <family>[<depth>][_bn][_w<width>] with family "
+            f"one of {', '.join(sorted(_FAMILIES))}, for example {examples}"
         )
     width = None if match["width"] is None else int(match["width"])
     if width == 0:
@@ -180,7 +187,7 @@ def build_model(
     Parameters
     ----------
     name : str
-        Model name ``<family>[<depth>][_bn][_w<width>]``; see :func:`list_models`.
+        Model name ``<family>[<depth>][_bn][_w<width>]``, such as one from :func:`list_models`.
     input_shape : tuple of int
         Shape of one example without the batch dimension: ``(channels, height, width)`` for
         image families, ``(channels, length)`` for 1-D families, anything for ``mlp``.
@@ -226,10 +233,14 @@ def build_model(
     return model
 
 
-def _check_input_shape(name: str, input_shape: Sequence[int], spatial_dims: int | None) -> tuple[int, ...]:
+def _check_input_shape(
+    name: str, input_shape: Sequence[int], spatial_dims: int | None
+) -> tuple[int, ...]:
     shape = tuple(input_shape)
     if not shape or not all(isinstance(size, int) and size >= 1 for size in shape):
-        raise UserInputError(f"invalid input_shape {shape!r} for model {name!r}: expected positive integers")
+        raise UserInputError(
+            f"invalid input_shape {shape!r} for model {name!r}: expected positive integers"
+        )
     if spatial_dims is None or len(shape) == spatial_dims + 1:
         return shape
 
@@ -237,18 +248,22 @@ def _check_input_shape(name: str, input_shape: Sequence[int], spatial_dims: int 
     # One example name per family that accepts this input shape.
     others = [f.examples[0] for f in _FAMILIES.values() if f.spatial_dims in (None, len(shape) - 1)]
     raise UserInputError(
-        f"model {name!r} needs input_shape {expected}, got {shape}; "
-        f"for this input shape use a model such as {', '.join(others)}"
+        f"invalid input_shape {shape} for model {name!r}: expected {expected}. "
+        f"For this input shape use a model such as {', '.join(others)}"
     )
 
 
 def _check_options(num_classes: int, bn_init: str, bn_init_std: float) -> None:
     if not isinstance(num_classes, int) or num_classes < 1:
-        raise UserInputError(f"invalid num_classes {num_classes!r}: expected an integer of at least 1")
+        raise UserInputError(
+            f"invalid num_classes {num_classes!r}: expected an integer of at least 1"
+        )
     if bn_init not in BN_INITS:
         raise UserInputError(f"invalid bn_init {bn_init!r}: expected one of {', '.join(BN_INITS)}")
     if not (math.isfinite(bn_init_std) and bn_init_std > 0):
-        raise UserInputError(f"invalid bn_init_std {bn_init_std!r}: expected a positive finite number")
+        raise UserInputError(
+            f"invalid bn_init_std {bn_init_std!r}: expected a positive finite number"
+        )
 
 
 def _encoding_config(mode: str, amplitude: float, period: float) -> PositionEncodingConfig:
@@ -265,16 +280,21 @@ def _encoding_config(mode: str, amplitude: float, period: float) -> PositionEnco
 def _check_contract(name: str, model: nn.Module) -> None:
     # A builder registered outside this module may break the features/classifier split.
     if not isinstance(getattr(model, "features", None), nn.Module):
-        raise TypeError(f"builder of model {name!r} returned a module without a 'features' submodule")
+        raise TypeError(f"builder of model {name!r} returned a module without 'features'")
     if not isinstance(getattr(model, "classifier", None), nn.Linear):
-        raise TypeError(f"builder of model {name!r} returned a module whose 'classifier' is not nn.Linear")
+        raise TypeError(f"builder of model {name!r} returned a 'classifier' that is not nn.Linear")
 
 
 def _init_batch_norm(model: nn.Module, bn_init: str, std: float, *, name: str) -> None:
-    layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine]
+    layers = [
+        module for module in model.modules()
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.affine
+    ]
     if not layers:
         if bn_init != "ones":
-            logger.warning("bn_init=%s has no effect: model %s has no BatchNorm layers", bn_init, name)
+            logger.warning(
+                "bn_init=%s has no effect: model %s has no BatchNorm layers", bn_init, name
+            )
         return
 
     with torch.no_grad():
@@ -296,8 +316,8 @@ def _init_batch_norm(model: nn.Module, bn_init: str, std: float, *, name: str) -
 class PositionEncoding(nn.Module):
     """Fixed per-channel position encoding of FedPAN (position-aware neurons).
 
-    Channel j of J gets p_j = A·sin(2π·T·j/J), j = 0 … J−1. The ``multiplicative`` mode returns
-    x·(1 + p_j) and the ``additive`` mode returns x + p_j, with channels on dimension 1. The
+    Channel j of J gets p_j = A·sin(2π·T·j/J), j = 0 … J−1. The ``multiplicative`` mode
+    returns x·(1 + p_j) and the ``additive`` mode returns x + p_j, with channels on dim 1. The
     encoding is a non-persistent buffer: it has no parameters, follows ``.to(device)`` and stays
     out of ``state_dict``, so aggregation never touches it.
 
@@ -318,7 +338,9 @@ class PositionEncoding(nn.Module):
     def __init__(self, num_channels: int, *, mode: str, amplitude: float, period: float) -> None:
         super().__init__()
         if mode not in ("multiplicative", "additive"):
-            raise UserInputError(f"invalid position encoding mode {mode!r}: expected multiplicative or additive")
+            raise UserInputError(
+                f"invalid position encoding mode {mode!r}: expected multiplicative or additive"
+            )
         self.mode = mode
         self.amplitude = amplitude
         self.period = period
@@ -334,11 +356,14 @@ class PositionEncoding(nn.Module):
         return x + encoding
 
     def extra_repr(self) -> str:
-        return f"{self.encoding.numel()}, mode={self.mode}, amplitude={self.amplitude}, period={self.period}"
+        return (
+            f"{self.encoding.numel()}, mode={self.mode}, "
+            f"amplitude={self.amplitude}, period={self.period}"
+        )
 
 
 class FeatureClassifier(nn.Module):
-    """A feature extractor followed by a linear classifier: ``forward(x) = classifier(features(x))``.
+    """Feature extractor followed by a linear classifier, ``classifier(features(x))``.
 
     Parameters
     ----------
@@ -414,7 +439,7 @@ def _output_size(layers: OrderedDict[str, nn.Module], input_shape: tuple[int, ..
 
 
 def _maybe_pool(layers: OrderedDict[str, nn.Module], key: str, size: int, spatial_dims: int) -> int:
-    """Add a 2× max-pool unless the smallest spatial size is already 1; return the new size."""
+    """Add a 2× max-pool unless the smallest spatial size is already 1, and return the new size."""
     if size < 2:
         return size
     layers[key] = _MAX_POOL[spatial_dims](2)
@@ -426,17 +451,23 @@ def _maybe_pool(layers: OrderedDict[str, nn.Module], key: str, size: int, spatia
 # ---------------------------------------------------------------------------------------------
 
 
-def _depth(name: ModelName, *, allowed: Sequence[int] | None, default: int | None, rule: str) -> int:
-    """Return the depth of the name (or the default) after checking it against ``allowed``."""
+def _depth(
+    name: ModelName, *, allowed: Sequence[int] | None, default: int | None, rule: str
+) -> int:
+    """Check the depth of the name (or the default) against ``allowed`` and return it."""
     depth = name.depth if name.depth is not None else default
     if depth is None or (allowed is not None and depth not in allowed):
-        found = "the name has no depth" if name.depth is None else f"depth {name.depth} is not available"
-        raise UserInputError(f"invalid model {name.name!r}: {found}; {name.family} needs {rule}")
+        found = "no depth" if name.depth is None else f"depth {name.depth}"
+        raise UserInputError(
+            f"invalid model {name.name!r}: {name.family} needs {rule}, found {found}"
+        )
     return depth
 
 
 def _no_part(name: ModelName, part: str, reason: str) -> None:
-    present = {"depth": name.depth is not None, "_bn": name.batch_norm, "_w": name.width is not None}
+    present = {
+        "depth": name.depth is not None, "_bn": name.batch_norm, "_w": name.width is not None
+    }
     if present[part]:
         raise UserInputError(f"invalid model {name.name!r}: {reason}")
 
@@ -452,17 +483,19 @@ def _scaled(channels: int, width: int, default_width: int) -> int:
 
 @register_model("mlp", examples=("mlp", "mlp_bn"), spatial_dims=None)
 def _build_mlp(spec: ModelSpec) -> nn.Module:
-    """MLP on the flattened input; depth counts linear layers (default 3), width 200 by default.
+    """Build an MLP on the flattened input: depth counts linear layers (default 3), width is 200.
 
     ``mlp1`` is a linear softmax classifier whose ``features`` only flattens the input.
     First block: the first hidden linear layer and its BatchNorm.
     """
     name = spec.name
-    depth = _depth(name, allowed=None, default=3, rule="at least 1 linear layer, such as mlp or mlp3")
+    depth = _depth(
+        name, allowed=None, default=3, rule="at least 1 linear layer (such as mlp or mlp3)"
+    )
     if depth < 1:
         raise UserInputError(f"invalid model {name.name!r}: an MLP needs at least 1 linear layer")
     if depth == 1:
-        _no_part(name, "_bn", "mlp1 has no hidden layer to put BatchNorm after; drop '_bn'")
+        _no_part(name, "_bn", "mlp1 has no hidden layer to put BatchNorm after, so drop '_bn'")
     width = name.width or 200
 
     layers: OrderedDict[str, nn.Module] = OrderedDict(flatten=nn.Flatten())
@@ -477,16 +510,19 @@ def _build_mlp(spec: ModelSpec) -> nn.Module:
 
 @register_model("cnn", examples=("cnn", "cnn_bn"))
 def _build_cnn(spec: ModelSpec) -> nn.Module:
-    """Small conv net: two 3×3 conv layers (w, 2w channels, w = 32 by default), each followed by a
-    2× max-pool, then one hidden linear layer of 4w units.
+    """Build a small conv net: two 3×3 conv layers (w, 2w channels, w = 32 by default), each
+    followed by a 2× max-pool, then one hidden linear layer of 4w units.
 
     First block: the first conv layer and its BatchNorm.
     """
     name = spec.name
-    _no_part(name, "depth", "cnn has a fixed depth; drop the number or use vgg8, vgg11 or vgg16")
+    _no_part(name, "depth", "cnn has a fixed depth, so drop the number or use vgg8, vgg11 or vgg16")
     width = name.width or 32
     channels, size = spec.input_shape[0], min(spec.input_shape[1:])
-    unit = {"spatial_dims": 2, "kernel_size": 3, "padding": 1, "batch_norm": name.batch_norm, "encoding": spec.encoding}
+    unit = {
+        "spatial_dims": 2, "kernel_size": 3, "padding": 1,
+        "batch_norm": name.batch_norm, "encoding": spec.encoding,
+    }
 
     layers: OrderedDict[str, nn.Module] = OrderedDict()
     layers["conv1"] = _conv_unit(channels, width, **unit)
@@ -503,17 +539,21 @@ def _build_cnn(spec: ModelSpec) -> nn.Module:
 
 @register_model("lenet", examples=("lenet", "lenet_bn"))
 def _build_lenet(spec: ModelSpec) -> nn.Module:
-    """LeNet-5: conv 6@5×5, pool, conv 16@5×5, pool, linear 120, linear 84, classifier.
+    """Build LeNet-5: conv 6@5×5, pool, conv 16@5×5, pool, linear 120, linear 84, classifier.
 
-    The first conv is padded by 2 (size-preserving, as LeNet-5 on 28×28 MNIST). The second conv
-    is padded by 2 too when the pooled map is smaller than 10, so 8×8 digits still fit; pooling is
-    skipped once the map is 1 wide. First block: the first conv layer and its BatchNorm.
+    The first conv is padded by 2, which keeps the map size, as is usual for 28×28 MNIST. The
+    second conv is padded by 2 too when the pooled map is smaller than 10, so 8×8 digits still
+    fit, and pooling is skipped once the map is 1 wide. First block: the first conv layer and its
+    BatchNorm.
     """
     name = spec.name
-    _no_part(name, "depth", "lenet has a fixed depth; drop the number")
-    _no_part(name, "_w", "lenet has fixed widths; drop '_w' or use cnn_w<width>")
+    _no_part(name, "depth", "lenet has a fixed depth, so drop the number")
+    _no_part(name, "_w", "lenet has fixed widths, so drop '_w' or use cnn_w<width>")
     channels, size = spec.input_shape[0], min(spec.input_shape[1:])
-    unit = {"spatial_dims": 2, "kernel_size": 5, "batch_norm": name.batch_norm, "encoding": spec.encoding}
+    unit = {
+        "spatial_dims": 2, "kernel_size": 5,
+        "batch_norm": name.batch_norm, "encoding": spec.encoding,
+    }
 
     layers: OrderedDict[str, nn.Module] = OrderedDict()
     layers["conv1"] = _conv_unit(channels, 6, padding=2, **unit)
@@ -540,13 +580,15 @@ _VGG_LAYOUTS: dict[int, list[int | str]] = {
 
 @register_model("vgg", examples=("vgg8", "vgg8_bn", "vgg11", "vgg11_bn", "vgg16", "vgg16_bn"))
 def _build_vgg(spec: ModelSpec) -> nn.Module:
-    """VGG-8/11/16 with 3×3 convs, two hidden linear layers of 512·w/64 units and the classifier.
+    """Build VGG-8/11/16: 3×3 convs, two hidden linear layers of 512·w/64 units, the classifier.
 
     Pools that would act on a 1-wide map (small inputs such as 8×8) are skipped. ``_w`` sets the
     first conv width (default 64). First block: the first conv layer and its BatchNorm.
     """
     name = spec.name
-    depth = _depth(name, allowed=sorted(_VGG_LAYOUTS), default=None, rule="depth 8, 11 or 16, such as vgg11")
+    depth = _depth(
+        name, allowed=sorted(_VGG_LAYOUTS), default=None, rule="depth 8, 11 or 16 (such as vgg11)"
+    )
     width = name.width or 64
     channels, size = spec.input_shape[0], min(spec.input_shape[1:])
 
@@ -575,9 +617,13 @@ def _build_vgg(spec: ModelSpec) -> nn.Module:
 
 
 class _ResidualBlock(nn.Module):
-    """Basic residual block: two 3×3 convs with BatchNorm; a 1×1 conv + BatchNorm shortcut when
-    the shape changes. The position encoding sits before each ReLU, so the second one encodes
-    the sum of the residual branch and the shortcut."""
+    """Basic residual block: two 3×3 convs with BatchNorm, and a 1×1 conv + BatchNorm shortcut
+    when the shape changes. The position encoding sits before each ReLU, so the second one
+    encodes the sum of the residual branch and the shortcut.
+
+    NOTE: encoding the sum rather than the second BatchNorm output is our choice, because FedPAN
+    is described as encoding each layer before its activation without a rule for residual sums.
+    """
 
     def __init__(
         self, in_channels: int, out_channels: int, *, stride: int, spatial_dims: int,
@@ -593,7 +639,8 @@ class _ResidualBlock(nn.Module):
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or in_channels != out_channels:
             self.shortcut = nn.Sequential(
-                conv(in_channels, out_channels, 1, stride=stride, bias=False), batch_norm(out_channels)
+                conv(in_channels, out_channels, 1, stride=stride, bias=False),
+                batch_norm(out_channels),
             )
         self.act2 = _activation(out_channels, encoding)
 
@@ -604,8 +651,8 @@ class _ResidualBlock(nn.Module):
 
 
 def _cifar_resnet(spec: ModelSpec, *, depth: int, spatial_dims: int) -> nn.Module:
-    """CIFAR-style ResNet: a 3×3 stem conv, three stages of (depth − 2)/6 blocks with w, 2w, 4w
-    channels (strides 1, 2, 2), then global average pooling."""
+    """Build a CIFAR-style ResNet: a 3×3 stem conv, three stages of (depth − 2)/6 blocks with
+    w, 2w, 4w channels (strides 1, 2, 2), then global average pooling."""
     width = spec.name.width or 16
     blocks_per_stage = (depth - 2) // 6
 
@@ -615,7 +662,8 @@ def _cifar_resnet(spec: ModelSpec, *, depth: int, spatial_dims: int) -> nn.Modul
         batch_norm=True, encoding=spec.encoding,
     )
     in_channels = width
-    for stage, (out_channels, stride) in enumerate(((width, 1), (2 * width, 2), (4 * width, 2)), start=1):
+    stages = ((width, 1), (2 * width, 2), (4 * width, 2))
+    for stage, (out_channels, stride) in enumerate(stages, start=1):
         blocks = []
         for index in range(blocks_per_stage):
             blocks.append(_ResidualBlock(
@@ -630,13 +678,16 @@ def _cifar_resnet(spec: ModelSpec, *, depth: int, spatial_dims: int) -> nn.Modul
 
 
 def _torchvision_resnet18(spec: ModelSpec) -> nn.Module:
-    """torchvision's ResNet-18 with the CIFAR stem: a 3×3 stride-1 conv and no max-pool.
+    """Build torchvision's ResNet-18 with the CIFAR stem: a 3×3 stride-1 conv and no max-pool.
 
     With a position encoding, every block's ReLU (used after its first BatchNorm and after the
     residual sum) and the stem's ReLU are preceded by a :class:`PositionEncoding`, so parameter
     names stay those of torchvision inside each ``layer<k>``.
     """
-    _no_part(spec.name, "_w", "resnet18 has torchvision's fixed widths; drop '_w' or use resnet20_w<width>")
+    _no_part(
+        spec.name, "_w",
+        "resnet18 has torchvision's fixed widths, so drop '_w' or use resnet20_w<width>",
+    )
     net = torchvision.models.resnet18(num_classes=spec.num_classes)
     net.conv1 = nn.Conv2d(spec.input_shape[0], 64, kernel_size=3, stride=1, padding=1, bias=False)
     # Same initialisation torchvision gives its other convs.
@@ -646,7 +697,9 @@ def _torchvision_resnet18(spec: ModelSpec) -> nn.Module:
             for block in stage:
                 block.relu = _activation(block.conv1.out_channels, spec.encoding)
 
-    stem = nn.Sequential(OrderedDict(conv=net.conv1, bn=net.bn1, act=_activation(64, spec.encoding)))
+    stem = nn.Sequential(
+        OrderedDict(conv=net.conv1, bn=net.bn1, act=_activation(64, spec.encoding))
+    )
     features = nn.Sequential(OrderedDict(
         stem=stem, layer1=net.layer1, layer2=net.layer2, layer3=net.layer3, layer4=net.layer4,
         pool=net.avgpool, flatten=nn.Flatten(),
@@ -656,34 +709,40 @@ def _torchvision_resnet18(spec: ModelSpec) -> nn.Module:
 
 @register_model("resnet", examples=("resnet20", "resnet20_w32", "resnet32", "resnet18"))
 def _build_resnet(spec: ModelSpec) -> nn.Module:
-    """ResNet with BatchNorm always: depth 18 is torchvision's ResNet-18 with a CIFAR stem, depth
+    """Build a ResNet with BatchNorm: depth 18 is torchvision's ResNet-18 with a CIFAR stem, depth
     6n + 2 (20, 32, 44, 56, 110) the CIFAR ResNet whose ``_w`` sets the first-stage width
     (default 16). First block: the stem conv and its BatchNorm, before the first residual stage.
     """
     name = spec.name
-    _no_part(name, "_bn", "ResNets always use BatchNorm; drop '_bn'")
-    depth = _depth(name, allowed=None, default=None, rule="depth 18 or 6n + 2, such as resnet18 or resnet20")
+    _no_part(name, "_bn", "ResNets always use BatchNorm, so drop '_bn'")
+    depth = _depth(
+        name, allowed=None, default=None, rule="depth 18 or 6n + 2 (such as resnet18 or resnet20)"
+    )
     if depth == 18:
         return _torchvision_resnet18(spec)
     if depth < 8 or (depth - 2) % 6 != 0:
         raise UserInputError(
-            f"invalid model {name.name!r}: resnet depth must be 18 or 6n + 2 (8, 20, 32, 44, 56, 110, ...)"
+            f"invalid model {name.name!r}: resnet depth must be 18 or 6n + 2 "
+            "(8, 20, 32, 44, 56, 110, ...)"
         )
     return _cifar_resnet(spec, depth=depth, spatial_dims=2)
 
 
 @register_model("cnn1d", examples=("cnn1d", "cnn1d_bn"), spatial_dims=1)
 def _build_cnn1d(spec: ModelSpec) -> nn.Module:
-    """1-D conv net for sequences such as MNIST-1D: three conv layers of kernel 5 with w, 2w, 2w
-    channels (w = 32 by default), each followed by a 2× max-pool, then the flattened map.
+    """Build a 1-D conv net for sequences such as MNIST-1D: three conv layers of kernel 5 with
+    w, 2w, 2w channels (w = 32 by default), each followed by a 2× max-pool, then the flattened map.
 
     First block: the first conv layer and its BatchNorm.
     """
     name = spec.name
-    _no_part(name, "depth", "cnn1d has a fixed depth; drop the number or use resnet1d")
+    _no_part(name, "depth", "cnn1d has a fixed depth, so drop the number or use resnet1d")
     width = name.width or 32
     channels, size = spec.input_shape
-    unit = {"spatial_dims": 1, "kernel_size": 5, "padding": 2, "batch_norm": name.batch_norm, "encoding": spec.encoding}
+    unit = {
+        "spatial_dims": 1, "kernel_size": 5, "padding": 2,
+        "batch_norm": name.batch_norm, "encoding": spec.encoding,
+    }
 
     layers: OrderedDict[str, nn.Module] = OrderedDict()
     for index, out_channels in enumerate((width, 2 * width, 2 * width), start=1):
@@ -698,15 +757,19 @@ def _build_cnn1d(spec: ModelSpec) -> nn.Module:
 
 @register_model("resnet1d", examples=("resnet1d",), spatial_dims=1)
 def _build_resnet1d(spec: ModelSpec) -> nn.Module:
-    """1-D CIFAR-style ResNet (1-D convs, same layout as resnet20); depth 6n + 2, default 20.
+    """Build a CIFAR-style ResNet with 1-D convs, laid out as resnet20, of depth 6n + 2.
 
-    First block: the stem conv and its BatchNorm.
+    The default depth is 20. First block: the stem conv and its BatchNorm.
     """
     name = spec.name
-    _no_part(name, "_bn", "ResNets always use BatchNorm; drop '_bn'")
-    depth = _depth(name, allowed=None, default=20, rule="depth 6n + 2, such as resnet1d or resnet1d8")
+    _no_part(name, "_bn", "ResNets always use BatchNorm, so drop '_bn'")
+    depth = _depth(
+        name, allowed=None, default=20, rule="depth 6n + 2 (such as resnet1d or resnet1d8)"
+    )
     if depth < 8 or (depth - 2) % 6 != 0:
-        raise UserInputError(f"invalid model {name.name!r}: resnet1d depth must be 6n + 2 (8, 20, 32, ...)")
+        raise UserInputError(
+            f"invalid model {name.name!r}: resnet1d depth must be 6n + 2 (8, 20, 32, ...)"
+        )
     return _cifar_resnet(spec, depth=depth, spatial_dims=1)
 
 
@@ -727,13 +790,18 @@ def parameter_groups(model: nn.Module) -> dict[str, list[str]]:
     -------
     dict of str to list of str
         Keys :data:`PARAMETER_GROUPS`, each mapped to names from ``model.named_parameters()``
-        (never buffers) in model order: ``bn_weight`` and ``bn_bias`` (BatchNorm affine weights
-        and biases), ``classifier`` (its weight and bias), ``conv_weight`` (conv kernels),
-        ``other_weight`` (other tensors of two or more dimensions, such as linear weights) and
-        ``other_bias`` (other 1-D tensors, such as conv and linear biases).
+        in model order. Buffers are never included. Each parameter is in exactly one group:
+
+        - ``classifier``: the classifier's weight and bias;
+        - ``bn_weight`` and ``bn_bias``: BatchNorm affine weights and biases;
+        - ``conv_weight``: conv kernels;
+        - ``other_weight``: other tensors of two or more dimensions, such as linear weights;
+        - ``other_bias``: other 1-D tensors, such as conv and linear biases.
     """
     classifier = getattr(model, "classifier", None)
-    classifier_ids = {id(p) for p in classifier.parameters()} if isinstance(classifier, nn.Module) else set()
+    classifier_ids: set[int] = set()
+    if isinstance(classifier, nn.Module):
+        classifier_ids = {id(parameter) for parameter in classifier.parameters()}
     owners = {
         id(parameter): module
         for module in model.modules()
@@ -768,12 +836,13 @@ def select_parameters(model: nn.Module, group: str) -> list[str]:
         - ``all``: every parameter;
         - ``classifier``: the classifier's weight and bias;
         - ``features``: everything but the classifier;
-        - ``first_block``: the first submodule of ``model.features`` that has parameters, which is
-          the first hidden layer with its BatchNorm (``mlp``), the first conv layer with its
-          BatchNorm (``cnn``, ``lenet``, ``vgg``, ``cnn1d``) or the stem conv with its BatchNorm
-          before the first residual stage (``resnet``, ``resnet1d``);
-        - ``conv``: conv weights (kernels; conv biases are not included);
-        - ``bn``: BatchNorm affine weights and biases; ``bn_weight``: the weights only;
+        - ``first_block``: the first submodule of ``model.features`` that has parameters. It is
+          the first hidden linear layer with its BatchNorm in ``mlp``, the first conv layer with
+          its BatchNorm in ``cnn``, ``lenet``, ``vgg`` and ``cnn1d``, and the stem conv with its
+          BatchNorm (before the first residual stage) in ``resnet`` and ``resnet1d``;
+        - ``conv``: conv kernels, without conv biases;
+        - ``bn``: BatchNorm affine weights and biases;
+        - ``bn_weight``: BatchNorm affine weights only;
         - ``re:<regex>``: names that the regular expression matches anywhere (``re.search``).
 
     Raises
@@ -790,7 +859,8 @@ def select_parameters(model: nn.Module, group: str) -> list[str]:
     elif group == "classifier":
         selected = groups["classifier"]
     elif group == "features":
-        selected = [name for name in names if name not in set(groups["classifier"])]
+        classifier = set(groups["classifier"])
+        selected = [name for name in names if name not in classifier]
     elif group == "first_block":
         selected = _first_block(model)
     elif group == "conv":
@@ -801,7 +871,9 @@ def select_parameters(model: nn.Module, group: str) -> list[str]:
     elif group == "bn_weight":
         selected = groups["bn_weight"]
     else:
-        raise UserInputError(f"unknown parameter group {group!r}: expected one of {', '.join(SELECTIONS)}")
+        raise UserInputError(
+            f"unknown parameter group {group!r}: expected one of {', '.join(SELECTIONS)}"
+        )
 
     if not selected:
         raise UserInputError(f"parameter group {group!r} selects no parameters of this model")
@@ -812,14 +884,18 @@ def _select_by_pattern(names: list[str], pattern: str) -> list[str]:
     try:
         regex = re.compile(pattern)
     except re.error as error:
-        raise UserInputError(f"invalid regular expression {pattern!r} in parameter group 're:{pattern}': {error}") from error
+        raise UserInputError(
+            f"invalid regular expression {pattern!r} in parameter group 're:{pattern}': {error}"
+        ) from error
     return [name for name in names if regex.search(name)]
 
 
 def _first_block(model: nn.Module) -> list[str]:
     features = getattr(model, "features", None)
     if not isinstance(features, nn.Module):
-        raise UserInputError("parameter group 'first_block' needs a model with a 'features' submodule")
+        raise UserInputError(
+            "parameter group 'first_block' needs a model with a 'features' submodule"
+        )
     for child in features.children():
         child_ids = {id(p) for p in child.parameters()}
         if child_ids:

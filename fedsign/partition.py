@@ -10,8 +10,8 @@ Schemes:
 - ``iid``: ``IidPartitioner``, equal sizes (differing by at most one sample).
 - ``dirichlet``: ``DirichletPartitioner``, label skew where each class is split over the
   partitions in proportions drawn from Dirichlet(``alpha``). Smaller ``alpha`` means more skew.
-- ``pathological``: ``PathologicalPartitioner`` with ``class_assignment_mode="first-deterministic"``,
-  each partition contains exactly ``classes_per_partition`` classes.
+- ``pathological``: ``PathologicalPartitioner`` in its ``"first-deterministic"`` class
+  assignment mode, each partition contains exactly ``classes_per_partition`` classes.
 - ``shard``: ``ShardPartitioner``, the label-sorted data is cut into equal shards and each
   partition receives ``shards_per_partition`` random shards.
 - ``quantity``: ``SizePartitioner`` with partition sizes drawn from Dirichlet(``alpha``) on
@@ -163,11 +163,13 @@ def _validate(labels: np.ndarray, *, scheme: str, settings: _Settings) -> None:
     """Raise UserInputError or ConfigError, naming the config key, for invalid arguments."""
     if scheme not in _FACTORIES:
         raise ConfigError(
-            f"data.scheme={scheme!r} is not a partitioning scheme: "
+            f"data.partitioner={scheme!r} is not a partitioning scheme: "
             f"choose one of {', '.join(list_partitioners())}"
         )
     if labels.ndim != 1:
         raise UserInputError(f"labels must be a 1-D array, got shape {labels.shape}")
+    if settings.seed < 0:
+        raise UserInputError(f"partition seed {settings.seed} must be at least 0")
     if settings.num_partitions < 1:
         raise ConfigError(f"data.num_partitions={settings.num_partitions} must be at least 1")
     if settings.num_partitions > settings.num_samples:
@@ -240,8 +242,9 @@ def partition_indices(
     labels : np.ndarray
         1-D integer class labels of the training set.
     scheme : str
-        One of :func:`list_partitioners`: ``iid``, ``dirichlet``, ``pathological``,
-        ``shard`` or ``quantity`` (see the module docstring).
+        Partitioning scheme, set by the config key ``data.partitioner``: one of
+        :func:`list_partitioners`, which are ``iid``, ``dirichlet``, ``pathological``,
+        ``shard`` and ``quantity`` (see the module docstring).
     num_partitions : int
         Number of partitions (clients), between 1 and ``len(labels)``.
     seed : int
@@ -317,17 +320,19 @@ def _run_partitioner(labels: np.ndarray, *, scheme: str, settings: _Settings) ->
     partitioner = _FACTORIES[scheme](settings)
     partitioner.dataset = table.shuffle(seed=settings.seed)
 
+    # flwr-datasets warns on every rejected Dirichlet draw and on unused pathological classes.
+    # The warnings are dropped because a failed Dirichlet search raises UserInputError below
+    # and partition_indices logs the samples that end up in no partition.
+    partitions = []
     try:
-        # flwr-datasets warns on every rejected Dirichlet draw and on unused pathological
-        # classes. Both outcomes are reported by this module, so the warnings are dropped.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return [
-                np.sort(np.asarray(partitioner.load_partition(partition_id)["index"], dtype=np.int64))
-                for partition_id in range(settings.num_partitions)
-            ]
+            for partition_id in range(settings.num_partitions):
+                rows = partitioner.load_partition(partition_id)
+                partitions.append(np.sort(np.asarray(rows["index"], dtype=np.int64)))
     except ValueError as error:
         raise _explain_failure(error, scheme=scheme, settings=settings) from error
+    return partitions
 
 
 def _explain_failure(error: ValueError, *, scheme: str, settings: _Settings) -> UserInputError:
@@ -354,7 +359,7 @@ def _explain_failure(error: ValueError, *, scheme: str, settings: _Settings) -> 
             f"data.num_partitions or data.classes_per_partition"
         )
     return UserInputError(
-        f"data.scheme={scheme!r} cannot split {settings.num_samples} samples into "
+        f"data.partitioner={scheme!r} cannot split {settings.num_samples} samples into "
         f"data.num_partitions={settings.num_partitions} partitions ({reason})"
     )
 
@@ -454,7 +459,9 @@ def plot_label_distribution(stats: pd.DataFrame, path: Path) -> None:
     # draw outside the main thread.
     figure = Figure(figsize=(2 + 0.45 * num_classes, 1.5 + 0.3 * num_partitions))
     axes = figure.subplots()
-    sns.heatmap(table, ax=axes, cmap="viridis", annot=annotate, fmt="d", cbar_kws={"label": "samples"})
+    sns.heatmap(
+        table, ax=axes, cmap="viridis", annot=annotate, fmt="d", cbar_kws={"label": "samples"}
+    )
     axes.set_xlabel("class label")
     axes.set_ylabel("partition_id")
     axes.set_title(f"Label distribution over {num_partitions} partitions")

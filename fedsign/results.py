@@ -36,6 +36,7 @@ CHECKPOINT_DIR = "checkpoints"
 LOG_FILE = "run.log"
 ACCURACY_PLOT = "accuracy.png"
 SIGN_PLOT = "sign_diagnostics.png"
+# metrics.csv columns; the first is "round" for federated runs and "epoch" for central ones.
 METRICS_COLUMNS = ("round", "scope", "metric", "value")
 
 PACKAGES = ("fedsign", "flwr", "flwr-datasets", "torch", "torchvision", "numpy", "ray")
@@ -76,14 +77,14 @@ def check_output_dir(output_dir: Path) -> None:
         ) from None
 
 
-def prepare_run_dir(output_dir: Path, config: Config) -> tuple[Path, Path]:
+def prepare_run_dir(output_dir: Path, config: Config, kind: str = "federated") -> tuple[Path, Path]:
     """Return ``(staging_dir, final_dir)`` for a new run of ``config``.
 
     Raises UserInputError when the final directory already holds a completed run, so a
     finished result is never overwritten.
     """
     check_output_dir(output_dir)
-    final_dir = output_dir / config.run_name()
+    final_dir = output_dir / config.run_name(kind)
     if final_dir.exists():
         raise UserInputError(
             f"run directory {final_dir} already exists; delete it, or change the config, the seed or name=..."
@@ -107,17 +108,22 @@ def publish_run_dir(staging_dir: Path, final_dir: Path) -> Path:
 
 @dataclass
 class RunRecorder:
-    """Collects tidy metric rows of a run and writes them, the model and the summary."""
+    """Collects tidy metric rows of a run and writes them, the model and the summary.
+
+    ``step_name`` is ``round`` for federated runs and ``epoch`` for central training; it
+    names the first column of ``metrics.csv`` and the step counts in the summary.
+    """
 
     run_dir: Path
     config: Config
+    step_name: str = "round"
     rows: list[tuple[int, str, str, float]] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
 
-    def record(self, server_round: int, scope: str, metrics: dict[str, float]) -> None:
+    def record(self, step: int, scope: str, metrics: dict[str, float]) -> None:
         """Add one row per metric for ``scope`` (``server``, ``train`` or ``client``) and save."""
         for name, value in sorted(metrics.items()):
-            self.rows.append((server_round, scope, name, float(value)))
+            self.rows.append((step, scope, name, float(value)))
         self.write_metrics()
 
     def write_metrics(self) -> None:
@@ -126,13 +132,13 @@ class RunRecorder:
         temporary = path.with_suffix(".csv.tmp")
         with temporary.open("w", newline="") as handle:
             writer = csv.writer(handle)
-            writer.writerow(METRICS_COLUMNS)
-            for server_round, scope, name, value in self.rows:
-                writer.writerow((server_round, scope, name, repr(value)))
+            writer.writerow((self.step_name, *METRICS_COLUMNS[1:]))
+            for step, scope, name, value in self.rows:
+                writer.writerow((step, scope, name, repr(value)))
         temporary.replace(path)
 
     def server_accuracies(self) -> dict[int, float]:
-        """Return the server-side test accuracy of each evaluated round."""
+        """Return the test accuracy of the model at each evaluated round or epoch."""
         return {r: v for r, scope, name, v in self.rows if scope == "server" and name == "accuracy"}
 
     def save_model(self, state: dict[str, torch.Tensor], name: str = MODEL_FILE) -> None:
@@ -144,19 +150,20 @@ class RunRecorder:
     def finish(self, *, status: str, error: str = "", extra: dict | None = None) -> dict:
         """Write ``summary.json`` with the run's outcome and return it."""
         accuracies = self.server_accuracies()
-        last_round = max(accuracies) if accuracies else 0
+        last_step = max(accuracies) if accuracies else 0
+        federated = self.step_name == "round"
         summary = {
             "status": status,
             "error": error,
-            "strategy": self.config.strategy.name,
+            "strategy": self.config.strategy.name if federated else "central",
             "dataset": self.config.data.dataset,
             "model": self.config.model.name,
-            "partitioner": self.config.data.partitioner,
-            "alpha": self.config.data.alpha,
+            "partitioner": self.config.data.partitioner if federated else None,
+            "alpha": self.config.data.alpha if federated else None,
             "seed": self.config.seed,
-            "rounds": self.config.federation.rounds,
-            "rounds_completed": last_round,
-            "final_accuracy": accuracies.get(last_round),
+            f"{self.step_name}s": self.config.federation.rounds if federated else self.config.central.epochs,
+            f"{self.step_name}s_completed": last_step,
+            "final_accuracy": accuracies.get(last_step),
             "best_accuracy": max(accuracies.values()) if accuracies else None,
             "wall_time_s": round(time.monotonic() - self.started, 3),
             "config_hash": self.config.short_hash(),

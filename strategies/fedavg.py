@@ -9,6 +9,7 @@ round loop.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Iterable
 
@@ -34,6 +35,15 @@ class RoundFailedError(RuntimeError):
 
 class RunTimeoutError(RuntimeError):
     """The run passed its wall-clock limit (``engine.timeout_s``)."""
+
+
+def client_error(reason: str) -> str:
+    """Return the client's own error message from the Ray traceback Flower puts in a reply."""
+    messages = re.findall(r"Message: (.*?)'>", reason, flags=re.DOTALL)
+    if messages:
+        return messages[-1].strip()
+    lines = [line.strip() for line in reason.splitlines() if line.strip()]
+    return lines[-1] if lines else "unknown error"
 
 
 class FedAvg(FlowerFedAvg):
@@ -84,6 +94,9 @@ class FedAvg(FlowerFedAvg):
         self.parameter_names = list(parameter_names)
         self.deadline = deadline
         self.round_metrics: dict[int, dict[str, float]] = {}
+        # Client states of the rounds in federation.keep_client_models, by partition id,
+        # until the ServerApp saves them.
+        self.kept_client_states: dict[int, dict[int, dict[str, np.ndarray]]] = {}
         self._global_state: dict[str, np.ndarray] | None = None
 
     # -- hooks for subclasses ---------------------------------------------------------
@@ -161,17 +174,24 @@ class FedAvg(FlowerFedAvg):
         replies = list(replies)
         valid, failed = self._check_and_log_replies(replies, is_train=True)
         if not valid:
-            reasons = "; ".join(sorted({message.error.reason for message in failed})) or "no reply before the timeout"
-            raise RoundFailedError(f"round {server_round}: all {len(replies)} clients failed: {reasons}")
+            if not failed:
+                raise RoundFailedError(f"round {server_round}: no client replied within "
+                                       f"engine.round_timeout_s={self.config.engine.round_timeout_s:g} s")
+            reasons = sorted({client_error(message.error.reason) for message in failed})
+            raise RoundFailedError(f"round {server_round}: all {len(failed)} clients failed; "
+                                   f"first client error: {reasons[0]} ({len(reasons)} distinct errors)")
         if failed:
-            logger.warning("round %d: %d of %d clients failed; aggregating the rest",
-                           server_round, len(failed), len(replies))
+            logger.warning("round %d: %d of %d clients failed (%s); aggregating the rest", server_round,
+                           len(failed), len(replies), client_error(failed[0].error.reason))
 
         valid.sort(key=lambda message: int(message.content["metrics"][PARTITION_ID_KEY]))
         client_states = [
             {name: array.numpy() for name, array in message.content["arrays"].items()} for message in valid
         ]
         num_examples = [int(message.content["metrics"][NUM_EXAMPLES_KEY]) for message in valid]
+        if server_round in self.config.federation.keep_client_models:
+            partition_ids = [int(message.content["metrics"][PARTITION_ID_KEY]) for message in valid]
+            self.kept_client_states[server_round] = dict(zip(partition_ids, client_states, strict=True))
         assert self._global_state is not None  # configure_train always runs first
         new_state = self.aggregate_states(server_round, self._global_state, client_states, num_examples)
 

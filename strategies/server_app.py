@@ -13,6 +13,7 @@ import shlex
 import time
 from pathlib import Path
 
+import torch
 from flwr.app import ArrayRecord, Context, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid, ServerApp
 from tqdm import tqdm
@@ -22,6 +23,7 @@ from fedsign.federation import build_global_model, load_federated_data
 from fedsign.logs import log_to_file
 from fedsign.plots import plot_run
 from fedsign.protocol import PARTITION_ID_KEY
+from fedsign.runs import client_model_path
 from fedsign.results import CHECKPOINT_DIR, INITIAL_MODEL_FILE, LOG_FILE, RunRecorder, prepare_run_dir, publish_run_dir
 from fedsign.training import evaluate, resolve_device
 from strategies import STRATEGIES
@@ -108,6 +110,9 @@ def _after_round(server_round, arrays, config, model, federated, strategy, recor
         every = config.federation.checkpoint_every
         if every and server_round % every == 0:
             recorder.save_model(arrays.to_torch_state_dict(), f"{CHECKPOINT_DIR}/round_{server_round:04d}.pt")
+        for partition_id, state in strategy.kept_client_states.pop(server_round, {}).items():
+            tensors = {name: torch.from_numpy(value) for name, value in state.items()}
+            recorder.save_model(tensors, client_model_path(server_round, partition_id))
 
     is_last = server_round == config.federation.rounds
     if server_round % config.federation.eval_every and not is_last:

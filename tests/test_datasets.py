@@ -215,7 +215,8 @@ def test_digits_shapes_and_fixed_split() -> None:
     assert_standardised_per_channel(splits.train_x)
 
     # Stratification keeps roughly 20 % of every class's images in the test set.
-    test_fraction = splits.test_y.bincount() / (splits.train_y.bincount() + splits.test_y.bincount())
+    class_sizes = splits.train_y.bincount() + splits.test_y.bincount()
+    test_fraction = splits.test_y.bincount() / class_sizes
     assert torch.all((test_fraction > 0.18) & (test_fraction < 0.22))
 
     other_seed = load_dataset("digits", seed=7)
@@ -265,7 +266,9 @@ def test_synthetic_deterministic_per_seed() -> None:
 # ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("name", "class_folder"), [("mnist", "MNIST"), ("fashion_mnist", "FashionMNIST")])
+@pytest.mark.parametrize(
+    ("name", "class_folder"), [("mnist", "MNIST"), ("fashion_mnist", "FashionMNIST")]
+)
 def test_mnist_family_reads_idx_files(tmp_path: Path, name: str, class_folder: str) -> None:
     arrays = write_mnist_folder(tmp_path, class_folder, np.random.default_rng(0))
 
@@ -377,7 +380,7 @@ def test_incomplete_folder_reports_corruption(tmp_path: Path) -> None:
 
 def test_failed_download_reports_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def fail_download(self: torchvision.datasets.MNIST) -> None:
-        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nTried mirror, got:\nno route")
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nTried a mirror:\nno route")
 
     monkeypatch.setattr(torchvision.datasets.MNIST, "download", fail_download)
 
@@ -390,7 +393,9 @@ def test_failed_download_reports_folder(tmp_path: Path, monkeypatch: pytest.Monk
     assert "\n" not in message
 
 
-def test_cinic10_download_failure_names_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cinic10_download_failure_names_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def fail_download(*args: object, **kwargs: object) -> None:
         raise URLError("name resolution failed")
 

@@ -184,7 +184,12 @@ def test_dirichlet_small_alpha_more_skewed() -> None:
 
 def test_dirichlet_respects_min_partition_size() -> None:
     partitions = partition_indices(
-        balanced_labels(), scheme="dirichlet", num_partitions=10, seed=1, alpha=0.3, min_partition_size=20
+        balanced_labels(),
+        scheme="dirichlet",
+        num_partitions=10,
+        seed=1,
+        alpha=0.3,
+        min_partition_size=20,
     )
 
     assert min(len(indices) for indices in partitions) >= 20
@@ -242,6 +247,11 @@ def test_more_partitions_than_samples_rejected() -> None:
         partition_indices(labels, scheme="iid", num_partitions=11, seed=0)
 
     assert "data.num_partitions=11 exceeds the 10 training samples" in str(raised.value)
+
+
+def test_negative_seed_rejected() -> None:
+    with pytest.raises(UserInputError, match="seed -1"):
+        partition_indices(balanced_labels(), scheme="iid", num_partitions=4, seed=-1)
 
 
 def test_unknown_scheme_lists_schemes() -> None:
