@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 CLIENT_APP = "clients.client_app:app"
 SERVER_APP_FACTORY = "strategies.server_app:create_server_app"
 STRATEGY_LISTING = "strategies:list_strategies"
+STRATEGY_CHECK = "strategies:check_strategy"
 
 # Seconds the watchdog waits past engine.timeout_s for the runtime to stop by itself.
 SHUTDOWN_GRACE_S = 120.0
@@ -70,6 +71,9 @@ def prepare_environment() -> None:
     os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
     os.environ.setdefault("FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION", "1")
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    # Actors that reserve no GPU (engine.client_gpus=0) still see the GPUs, as Ray's next
+    # default does; setting it also silences Ray's notice about that change.
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     if "ray" in sys.modules:
         from ray._private import ray_constants
 
@@ -82,11 +86,8 @@ def validate_run_config(config: Config) -> None:
     Raises UserInputError (exit status 2 in the CLI) for unknown names, missing dataset
     folders or a partition that cannot be made.
     """
-    strategies = load_object(STRATEGY_LISTING)()
-    if config.strategy.name not in strategies:
-        raise ConfigError(
-            f"unknown strategy.name={config.strategy.name!r}; available: {', '.join(strategies)}"
-        )
+    # Unknown names, bad import paths and kwargs the strategy rejects raise ConfigError.
+    load_object(STRATEGY_CHECK)(config)
     if config.federation.client_eval and config.data.local_test_fraction <= 0:
         raise ConfigError(
             "federation.client_eval=true needs local test splits; set data.local_test_fraction, e.g. 0.2"

@@ -8,7 +8,6 @@ and a Ray actor serves many clients over many rounds.
 from __future__ import annotations
 
 import functools
-import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,8 +19,6 @@ from fedsign.datasets import DatasetSplits, load_dataset
 from fedsign.models import build_model
 from fedsign.partition import partition_indices
 from fedsign.seeding import derive_seed
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -75,10 +72,6 @@ def _load_federated_data_cached(frozen: tuple, seed: int) -> FederatedData:
         classes_per_partition=data.classes_per_partition,
         shards_per_partition=data.shards_per_partition,
         min_partition_size=data.min_partition_size,
-    )
-    logger.info(
-        "partitioned %d %s training examples into %d clients (%s)",
-        len(splits.train_y), data.dataset, len(partitions), data.partitioner,
     )
     return FederatedData(splits=splits, partitions=tuple(partitions))
 

@@ -22,9 +22,20 @@ class TqdmHandler(logging.Handler):
         tqdm.write(self.format(record), file=sys.stderr)
 
 
+class _DropRunSimulationDeprecation(logging.Filter):
+    """Drop Flower's deprecation notice for ``run_simulation``, which fedsign calls on purpose.
+
+    The launcher in ``fedsign.engine`` is the one place to change when Flower removes it.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not ("run_simulation" in message and "deprecated" in message.lower())
+
+
 def configure_console(verbose: bool = False) -> None:
     """Show fedsign's INFO lines on the console and Flower's only from WARNING (all with ``verbose``)."""
-    from flwr.common.logger import update_console_handler
+    from flwr.common.logger import console_handler, update_console_handler
 
     level = logging.DEBUG if verbose else logging.INFO
     for name in ("fedsign", "strategies", "clients"):
@@ -35,6 +46,8 @@ def configure_console(verbose: bool = False) -> None:
             handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
             logger.addHandler(handler)
     update_console_handler(level=logging.INFO if verbose else logging.WARNING, timestamps=False, colored=True)
+    if not verbose and not any(isinstance(f, _DropRunSimulationDeprecation) for f in console_handler.filters):
+        console_handler.addFilter(_DropRunSimulationDeprecation())
 
 
 @contextlib.contextmanager

@@ -19,7 +19,7 @@ class FedSign(FedAvg):
     and the run gives FedAvg's models bit for bit.
 
     Client obligations: read ``sign-beta``, ``sign-variant``, ``sign-kappa``,
-    ``sign-groups`` and ``sign-skip-zero`` from the round config and add the term for
+    ``sign-groups``, ``sign-skip-zero`` and ``sign-reduction`` from the round config and add the term for
     the parameter group ``sign-groups`` (see ``fedsign.models.select_parameters``).
     """
 
@@ -39,4 +39,5 @@ class FedSign(FedAvg):
             "sign-kappa": sign.kappa,
             "sign-groups": sign.groups,
             "sign-skip-zero": sign.skip_zero,
+            "sign-reduction": sign.reduction,
         }

@@ -70,3 +70,11 @@ def test_sign_objective_scales_by_beta():
 def test_unknown_objective_is_rejected():
     with pytest.raises(UserInputError, match="unknown client objective 'magic'"):
         build_regularizers(nn.Linear(1, 1), {}, ConfigRecord({"objectives": "magic"}))
+
+
+def test_sum_reduction_is_mean_times_count():
+    mean = sign_alignment_penalty([THETA], [SIGN], variant="hinge", reduction="mean")
+    total = sign_alignment_penalty([THETA], [SIGN], variant="hinge", reduction="sum")
+    # Three covered coordinates (s_3 = 0 is skipped): sum = 0.2 + 0.3.
+    assert total.item() == pytest.approx(0.5)
+    assert total.item() == pytest.approx(3 * mean.item())
