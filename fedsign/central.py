@@ -1,6 +1,6 @@
 """Central (non-federated) training: the models that the analysis studies start from.
 
-A central run directory holds θ_0 (``model_init.pt``), θ_f (``model.pt``), per-epoch
+A central run directory contains θ_0 (``model_init.pt``), θ_f (``model.pt``), per-epoch
 checkpoints (``checkpoints/epoch_XXXX.pt``), ``metrics.csv`` with an ``epoch`` column,
 ``summary.json`` and ``config.yaml``, with the same staging rules as federated runs.
 """
@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class CentralOutcome:
-    """Where a central run was written, its summary and the trained model."""
+    """Run directory, summary and trained model of a completed central run."""
 
     run_dir: Path
     summary: dict

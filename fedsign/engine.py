@@ -46,7 +46,7 @@ class RunFailedError(RuntimeError):
 
 @dataclass(frozen=True)
 class RunOutcome:
-    """Where a finished run was written and its summary."""
+    """Run directory and summary of a completed run."""
 
     run_dir: Path
     summary: dict
@@ -61,10 +61,10 @@ def load_object(reference: str) -> object:
 def prepare_environment() -> None:
     """Keep Ray on loopback and turn off Flower's telemetry, update check and installs.
 
-    Flower settings the user set explicitly are kept (telemetry is opt-in this way). Ray
-    2.55 replaces ``_node_ip_address="127.0.0.1"`` by the machine's network address and
-    binds its servers there unless multi-node clusters are off
-    (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``); with them off, every Ray server listens on
+    Flower settings the user set explicitly are kept, so telemetry is opt-in. Ray 2.55
+    replaces ``_node_ip_address="127.0.0.1"`` by the machine's network address and binds
+    its servers there unless multi-node clusters are off
+    (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``). With them off, every Ray server listens on
     127.0.0.1 only. Ray reads that variable on import, so an imported Ray is set directly.
     """
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
@@ -124,8 +124,8 @@ def backend_config(config: Config, ray_temp_dir: Path, *, verbose: bool = False)
 def short_temp_dir() -> Path:
     """Return a new folder under /tmp with a short path.
 
-    Ray's socket paths must stay under 107 bytes, which the long folders of pytest or of
-    ``TMPDIR`` on some systems exceed; ``ray.init`` then fails and the run hangs.
+    Ray's socket paths must stay under 107 bytes. The long folders of pytest, or of
+    ``TMPDIR`` on some systems, exceed that, and then ``ray.init`` fails and the run hangs.
     """
     return Path(tempfile.mkdtemp(prefix="fsray-", dir="/tmp"))
 
@@ -194,7 +194,7 @@ def _read_summary(run_dir: Path) -> dict:
 
 
 def _start_watchdog(seconds: float, run_dir: Path) -> threading.Timer:
-    """End the process if the runtime hangs past ``seconds`` (e.g. Ray never answering)."""
+    """End the process if the runtime hangs past ``seconds`` (e.g. Ray never replies)."""
 
     def expire() -> None:
         logger.error("the simulation did not stop within %.0f s; ending the process (run folder %s)",

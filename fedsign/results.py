@@ -54,7 +54,7 @@ def package_versions() -> dict[str, str]:
 
 
 def is_completed(run_dir: Path) -> bool:
-    """Return whether ``run_dir`` holds a completed run."""
+    """Return whether ``run_dir`` contains a completed run."""
     summary = run_dir / SUMMARY_FILE
     if not summary.is_file():
         return False
@@ -80,7 +80,7 @@ def check_output_dir(output_dir: Path) -> None:
 def prepare_run_dir(output_dir: Path, config: Config, kind: str = "federated") -> tuple[Path, Path]:
     """Return ``(staging_dir, final_dir)`` for a new run of ``config``.
 
-    Raises UserInputError when the final directory already holds a completed run, so a
+    Raises UserInputError when the final directory already exists, so a
     finished result is never overwritten.
     """
     check_output_dir(output_dir)

@@ -36,13 +36,20 @@ EXPECTED = {
 }
 
 
+def error_line(stderr: str) -> str:
+    """Return the one error line of stderr; INFO log lines about loaded data may precede it."""
+    errors = [line for line in stderr.splitlines() if not line.startswith("INFO ")]
+    assert len(errors) == 1, stderr
+    assert "Traceback" not in stderr
+    return errors[0]
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_bad_run_input_exits_2_with_one_line(case, tmp_path, capsys):
     output_dir = tmp_path / "runs"
     status = main(["run", "configs/default.yaml", *CASES[case], "--output-dir", str(output_dir)])
-    error = capsys.readouterr().err.strip()
+    error = error_line(capsys.readouterr().err)
     assert status == 2
-    assert len(error.splitlines()) == 1, error
     assert EXPECTED[case] in error
     assert not output_dir.exists() or not any(output_dir.iterdir())
 
@@ -51,9 +58,8 @@ def test_missing_dataset_folder_names_folder_and_fix(tmp_path, capsys):
     root = tmp_path / "nothing-here"
     status = main(["run", "configs/default.yaml", "data.dataset=mnist", f"data.root={root}",
                    "--output-dir", str(tmp_path / "runs")])
-    error = capsys.readouterr().err.strip()
+    error = error_line(capsys.readouterr().err)
     assert status == 2
-    assert len(error.splitlines()) == 1
     assert str(root) in error
     assert "data.download=true" in error
 
@@ -62,7 +68,7 @@ def test_unwritable_output_dir(tmp_path, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     status = main(["run", "configs/default.yaml", "--output-dir", str(blocker / "runs")])
-    error = capsys.readouterr().err.strip()
+    error = error_line(capsys.readouterr().err)
     assert status == 2
     assert "--output-dir" in error
     assert blocker.read_text() == "not a folder"
@@ -75,7 +81,7 @@ def test_completed_run_directory_is_not_overwritten(tmp_path, capsys):
     summary = {"status": "completed", "final_accuracy": 0.5}
     (run_dir / "summary.json").write_text(json.dumps(summary))
     status = main(["run", "configs/default.yaml", "--output-dir", str(output_dir)])
-    error = capsys.readouterr().err.strip()
+    error = error_line(capsys.readouterr().err)
     assert status == 2
     assert "already exists" in error
     assert json.loads((run_dir / "summary.json").read_text()) == summary

@@ -1,0 +1,1 @@
+"""Subcommand modules that ``fedsign.cli`` registers through ``COMMAND_MODULES``."""
