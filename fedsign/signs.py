@@ -66,3 +66,81 @@ def round_sign_diagnostics(
     if len(vectors) >= 2:
         diagnostics["ssr_pairwise_mean"] = mean_pairwise_ssr(vectors)
     return diagnostics
+
+
+# ---------------------------------------------------------------------------------------
+# Per-group SSR and SSR tables of model pairs, for the fusion analysis
+# ---------------------------------------------------------------------------------------
+
+
+def ssr_groups(model: torch.nn.Module, selections: Sequence[str] = ()) -> dict[str, list[str]]:
+    """Return the parameter names of each SSR group of ``model``, ``all`` first.
+
+    The fixed groups are ``all`` and those of :func:`fedsign.models.parameter_groups`
+    (``bn_weight``, ``bn_bias``, ``classifier`` with its weight and bias, ``conv_weight``,
+    ``other_weight`` and ``other_bias``); groups that are empty for this model are left
+    out. Each entry of ``selections`` adds a group named by itself, chosen by
+    :func:`fedsign.models.select_parameters` (``features``, ``first_block``,
+    ``re:<regex>``, ...). Only ``model.named_parameters()`` enter, never buffers, so
+    BatchNorm running statistics and counters are never part of an SSR.
+
+    Raises
+    ------
+    UserInputError
+        If a selection is unknown or selects no parameter.
+    """
+    from fedsign.models import parameter_groups, select_parameters
+
+    groups = {"all": [name for name, _ in model.named_parameters()]}
+    groups.update({group: names for group, names in parameter_groups(model).items() if names})
+    for selection in selections:
+        groups[selection] = select_parameters(model, selection)
+    return groups
+
+
+def ssr_by_group(
+    state_u: Mapping[str, torch.Tensor],
+    state_v: Mapping[str, torch.Tensor],
+    groups: Mapping[str, Sequence[str]],
+) -> dict[str, float]:
+    """Return SSR(u, v) over the parameters of each group, keyed by group name.
+
+    Each group's tensors are flattened into one vector, so a group's SSR weighs every
+    coordinate equally (a large tensor counts more than a small one). Zeros follow
+    sign(0) = 0: two zeros agree, and a zero never agrees with a nonzero value.
+    """
+    return {group: ssr(flatten(state_u, names), flatten(state_v, names)) for group, names in groups.items()}
+
+
+def ssr_table(
+    states: Mapping[str, Mapping[str, torch.Tensor]],
+    pairs: Sequence[tuple[str, str]],
+    groups: Mapping[str, Sequence[str]],
+) -> list[dict[str, object]]:
+    """Return tidy rows of the per-group SSR of labelled model states.
+
+    Parameters
+    ----------
+    states : mapping of str to state dict
+        Model states by label, e.g. ``{"I": init, "A": model_a, "B": model_b}``.
+    pairs : sequence of (str, str)
+        Label pairs to compare, e.g. ``[("I", "A"), ("I", "B"), ("A", "B")]``.
+    groups : mapping of str to list of str
+        Parameter names per group, as :func:`ssr_groups` returns.
+
+    Returns
+    -------
+    list of dict
+        One row per pair and group with keys ``pair`` (``"A-B"``), ``model_u``,
+        ``model_v``, ``group``, ``ssr`` and ``coordinates`` (the group's size).
+    """
+    rows: list[dict[str, object]] = []
+    for label_u, label_v in pairs:
+        values = ssr_by_group(states[label_u], states[label_v], groups)
+        for group, value in values.items():
+            coordinates = sum(int(torch.as_tensor(states[label_u][name]).numel()) for name in groups[group])
+            rows.append({
+                "pair": f"{label_u}-{label_v}", "model_u": label_u, "model_v": label_v,
+                "group": group, "ssr": value, "coordinates": coordinates,
+            })
+    return rows
