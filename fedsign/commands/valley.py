@@ -8,7 +8,8 @@ from pathlib import Path
 from fedsign.errors import UserInputError
 
 SOURCE_HELP = (
-    "run directory of `fedsign train` or `fedsign run` (its final model θ_f), or a .pt state file inside one"
+    "run directory of `fedsign train` or `fedsign run` (its final model θ_f), a .pt state file inside one, "
+    "or RUN_DIR@epoch=E, RUN_DIR@round=R or RUN_DIR@round=R,client=K as in the fusion commands"
 )
 
 
@@ -140,11 +141,31 @@ def _split(text: str) -> list[str]:
     return items
 
 
+def _model_selection(args: argparse.Namespace) -> dict:
+    """Return the source path and checkpoint of ``RUN_DIR[@SELECTOR]`` or of the flags.
+
+    The ``@`` selector is the one the fusion commands read (``epoch=E``, ``round=R``,
+    ``round=R,client=K``); it and the ``--epoch/--round/--client`` flags exclude each other.
+    """
+    from fedsign.fusion import parse_model_ref
+
+    reference = parse_model_ref(str(args.source))
+    flags = {"epoch": args.epoch, "round_number": args.round_number, "client": args.client}
+    if reference.selector() == "final":
+        return {"source_path": args.source, **flags}
+    if reference.which == "init":
+        raise UserInputError(f"invalid model {args.source}: valley curves need a trained model, not @init")
+    if any(value is not None for value in flags.values()):
+        raise UserInputError(f"invalid model {args.source}: give either an @ selector or --epoch/--round/--client")
+    return {"source_path": reference.run_dir, "epoch": reference.epoch,
+            "round_number": reference.round_number, "client": reference.client}
+
+
 def _cmd_valley(args: argparse.Namespace) -> int:
     from fedsign.valley import run_valley
 
-    outcome = run_valley(args.source, _settings(args), args.output_dir, epoch=args.epoch,
-                         round_number=args.round_number, client=args.client, device=args.device)
+    outcome = run_valley(settings=_settings(args), output_dir=args.output_dir, device=args.device,
+                         **_model_selection(args))
     columns = ["noise", "sign_consistent", "curves", "error_at_zero_mean", "mean_error_neg_mean",
                "mean_error_pos_mean", "asymmetry_mean", "half_width_neg_mean", "half_width_pos_mean"]
     print(outcome.table[columns].to_string(index=False, float_format=lambda value: f"{value:.3f}"))
@@ -156,8 +177,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     from fedsign.valley_studies import SUMMARY_MARKDOWN_FILE, parse_ratios, run_ratio_sweep
 
     ratios = parse_ratios(args.ratios)
-    outcome = run_ratio_sweep(args.source, _settings(args), ratios, args.output_dir, epoch=args.epoch,
-                              round_number=args.round_number, client=args.client, device=args.device)
+    outcome = run_ratio_sweep(settings=_settings(args), ratios=ratios, output_dir=args.output_dir,
+                              device=args.device, **_model_selection(args))
     print((outcome.output_dir / SUMMARY_MARKDOWN_FILE).read_text())
     print(f"results in {outcome.output_dir}")
     return 0
