@@ -4,6 +4,12 @@ The server sends the resolved fedsign config as YAML text in every round's Confi
 (key ``fedsign-config``), so a client needs no file of the server's and the same app runs
 under ``fedsign run``, ``flwr run`` and Flower's Deployment Engine. The client's share of
 the data is ``node_config["partition-id"]``.
+
+A client's persistent state is Flower's ``Context.state``: the simulation runtime keeps
+one Context per client across rounds and passes it to every message of that client, so
+objectives with client state (MOON's previous model, FedDyn's gradient state, SCAFFOLD's
+control variate) store it there. The record ``fedsign-client`` counts the rounds the
+client trained and names the last one.
 """
 
 from __future__ import annotations
@@ -12,10 +18,10 @@ import functools
 import logging
 
 import torch
-from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from clients.objectives import build_regularizers
+from clients.objectives import ObjectiveInputs, build_objectives
 from fedsign.config import Config, config_from_yaml_text
 from fedsign.federation import ClientData, load_federated_data, model_from_config
 from fedsign.protocol import CONFIG_KEY, LR_KEY, NUM_EXAMPLES_KEY, PARTITION_ID_KEY, ROUND_KEY
@@ -23,6 +29,9 @@ from fedsign.seeding import torch_generator
 from fedsign.training import SGDSettings, evaluate, resolve_device, train_local
 
 logger = logging.getLogger(__name__)
+
+# Record in Context.state with the client's own bookkeeping across rounds.
+CLIENT_RECORD_KEY = "fedsign-client"
 
 app = ClientApp()
 
@@ -56,14 +65,28 @@ def train(msg: Message, context: Context) -> Message:
         weight_decay=config.train.weight_decay,
         clip_norm=config.train.clip_norm,
     )
+    objectives = build_objectives(ObjectiveInputs(
+        model=model,
+        global_state=global_state,
+        config=round_config,
+        client_state=context.state,
+        content=msg.content,
+        train_x=data.train_x,
+        train_y=data.train_y,
+        batch_size=settings.batch_size,
+        lr=settings.lr,
+    ))
     stats = train_local(
         model,
         data.train_x,
         data.train_y,
         settings=settings,
         generator=torch_generator(config.seed, "data-order", server_round, partition_id),
-        regularizers=build_regularizers(model, global_state, round_config),
+        regularizers=objectives.regularizers,
+        gradient_corrections=objectives.gradient_corrections,
     )
+    extra_records = objectives.finish(model, stats)
+    _count_round(context, partition_id, server_round)
 
     metrics = MetricRecord({
         NUM_EXAMPLES_KEY: stats.num_examples,
@@ -73,7 +96,19 @@ def train(msg: Message, context: Context) -> Message:
         "regularizer": stats.regularizer,
     })
     state = {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
-    return Message(RecordDict({"arrays": ArrayRecord(state), "metrics": metrics}), reply_to=msg)
+    content = RecordDict({"arrays": ArrayRecord(state), "metrics": metrics, **extra_records})
+    return Message(content, reply_to=msg)
+
+
+def _count_round(context: Context, partition_id: int, server_round: int) -> None:
+    """Record in the client's state that it trained in ``server_round``."""
+    previous = context.state.get(CLIENT_RECORD_KEY)
+    rounds_trained = int(previous["rounds-trained"]) if previous is not None else 0
+    context.state[CLIENT_RECORD_KEY] = ConfigRecord({
+        "partition-id": partition_id,
+        "rounds-trained": rounds_trained + 1,
+        "last-round": server_round,
+    })
 
 
 @app.evaluate()

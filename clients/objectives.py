@@ -297,7 +297,7 @@ def build_moon_objective(inputs: ObjectiveInputs) -> Objective | None:
     previous_model = _frozen_copy(model)
     previous_model.load_state_dict(state[MOON_PREVIOUS_MODEL_KEY].to_torch_state_dict())
 
-    # The training loop runs model(x) once per batch; this hook keeps that batch's inputs
+    # The training loop runs model(x) once per batch. This hook keeps that batch's inputs
     # and representation, so the loss needs no second forward pass of the local model.
     captured: dict[str, torch.Tensor] = {}
 

@@ -22,7 +22,7 @@ EXIT_USAGE = 2
 
 # Modules that add further subcommands; each has ``register(commands)`` taking the
 # subparsers object and setting ``handler`` on its parsers.
-COMMAND_MODULES: tuple[str, ...] = ("fedsign.commands.fusion", "fedsign.commands.valley")
+COMMAND_MODULES: tuple[str, ...] = ("fedsign.commands.fusion", "fedsign.commands.valley", "fedsign.commands.report")
 
 
 class _Parser(argparse.ArgumentParser):

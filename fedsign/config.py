@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -24,6 +25,11 @@ import yaml
 from fedsign.errors import ConfigError
 
 SIGN_VARIANTS = ("hinge", "linear", "soft")
+SCAFFOLD_VARIATES = ("gradient", "difference")
+# Client objectives that need no server state, so any strategy can add them.
+COMPOSABLE_OBJECTIVES = ("prox", "sign", "moon")
+# FedPAN's position encoding when the strategy is fedpan and the model has none.
+FEDPAN_DEFAULT_ENCODING = "multiplicative"
 
 
 @dataclass
@@ -98,22 +104,33 @@ class TrainConfig:
 
 @dataclass
 class StrategyConfig:
-    """Server strategy and client sampling.
+    """Server strategy, client sampling and extra client objectives.
 
-    ``name`` is a fedsign strategy (``fedavg``, ``fedsign``, ...). ``clients_per_round > 0``
-    samples that many clients per round and replaces ``fraction_train``.
+    ``name`` is a fedsign strategy (``fedavg``, ``fedsign``, ``fedprox``, ...), a Flower
+    built-in by its lower-case name (``fedadam``, ``krum``, ...) or an import path
+    ``module:Class`` of a user strategy; ``kwargs`` are keyword arguments for the built-in
+    or user class. ``clients_per_round > 0`` samples that many clients per round and
+    replaces ``fraction_train``. ``objectives`` adds client objectives to the strategy's
+    own, e.g. ``[prox]`` with ``fedsign`` trains with FedProx's and FedSign's terms.
     """
 
     name: str = "fedavg"
     fraction_train: float = 1.0
     clients_per_round: int = 0
     weighted: bool = True
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    objectives: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        _require(bool(self.name.strip()), "strategy.name", self.name, "a strategy name or an import path module:Class")
         _require(0.0 < self.fraction_train <= 1.0, "strategy.fraction_train", self.fraction_train,
                  "a fraction in (0, 1]")
         _require(self.clients_per_round >= 0, "strategy.clients_per_round", self.clients_per_round,
                  "an integer >= 0 (0 = use fraction_train)")
+        for objective in self.objectives:
+            _require(objective in COMPOSABLE_OBJECTIVES, "strategy.objectives", self.objectives,
+                     "a list of " + ", ".join(COMPOSABLE_OBJECTIVES)
+                     + " (FedDyn and SCAFFOLD need their own server state: use strategy.name)")
 
 
 @dataclass
@@ -125,11 +142,78 @@ class SignConfig:
     kappa: float = 10.0
     groups: str = "all"
     skip_zero: bool = True
+    # "sum" over coordinates [choice]: with "mean", beta is divided by the number of covered
+    # coordinates D (tens of thousands here), which leaves useful betas far above 1.
+    reduction: str = "sum"
 
     def __post_init__(self) -> None:
         _require(self.beta >= 0, "sign.beta", self.beta, "a number >= 0")
+        _require(self.reduction in ("sum", "mean"), "sign.reduction", self.reduction, "one of sum, mean")
         _require(self.variant in SIGN_VARIANTS, "sign.variant", self.variant, "one of " + ", ".join(SIGN_VARIANTS))
         _require(self.kappa > 0, "sign.kappa", self.kappa, "a number > 0")
+
+
+@dataclass
+class ProxConfig:
+    """FedProx's proximal term (mu/2)·||theta - theta_g||^2."""
+
+    mu: float = 0.01
+
+    def __post_init__(self) -> None:
+        _require(self.mu >= 0, "prox.mu", self.mu, "a number >= 0")
+
+
+@dataclass
+class MoonConfig:
+    """MOON's model-contrastive term mu·l_con with temperature tau."""
+
+    mu: float = 1.0
+    tau: float = 0.5
+
+    def __post_init__(self) -> None:
+        _require(self.mu >= 0, "moon.mu", self.mu, "a number >= 0")
+        _require(self.tau > 0, "moon.tau", self.tau, "a temperature > 0")
+
+
+@dataclass
+class FedDynConfig:
+    """FedDyn's dynamic regulariser coefficient alpha (the server divides by it)."""
+
+    alpha: float = 0.01
+
+    def __post_init__(self) -> None:
+        _require(self.alpha > 0, "feddyn.alpha", self.alpha, "a number > 0")
+
+
+@dataclass
+class ScaffoldConfig:
+    """SCAFFOLD's server step size and how clients refresh their control variate.
+
+    ``variate`` is ``gradient`` (option I of the SCAFFOLD paper, Karimireddy et al. 2020: the mean local gradient at the
+    global model, one extra pass over the client's data) or ``difference`` (option II:
+    c_i - c + (theta_g - theta_i)/(K·lr), exact only for plain SGD without momentum).
+    """
+
+    server_lr: float = 1.0
+    variate: str = "gradient"
+
+    def __post_init__(self) -> None:
+        _require(self.server_lr > 0, "scaffold.server_lr", self.server_lr, "a step size > 0")
+        _require(self.variate in SCAFFOLD_VARIATES, "scaffold.variate", self.variate,
+                 "one of " + ", ".join(SCAFFOLD_VARIATES))
+
+
+@dataclass
+class SignElectionConfig:
+    """Sign-election aggregation: trim each client update, elect signs, merge agreeing updates."""
+
+    keep_fraction: float = 1.0
+    server_lr: float = 1.0
+
+    def __post_init__(self) -> None:
+        _require(0.0 < self.keep_fraction <= 1.0, "sign_election.keep_fraction", self.keep_fraction,
+                 "a fraction in (0, 1] (1 = no trimming)")
+        _require(self.server_lr > 0, "sign_election.server_lr", self.server_lr, "a step size > 0")
 
 
 @dataclass
@@ -216,9 +300,20 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     sign: SignConfig = field(default_factory=SignConfig)
+    prox: ProxConfig = field(default_factory=ProxConfig)
+    moon: MoonConfig = field(default_factory=MoonConfig)
+    feddyn: FedDynConfig = field(default_factory=FedDynConfig)
+    scaffold: ScaffoldConfig = field(default_factory=ScaffoldConfig)
+    sign_election: SignElectionConfig = field(default_factory=SignElectionConfig)
     federation: FederationConfig = field(default_factory=FederationConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     central: CentralConfig = field(default_factory=CentralConfig)
+
+    def __post_init__(self) -> None:
+        # FedPAN is FedAvg on models with position encodings, so choosing the strategy
+        # turns them on; the resolved config saved with the run shows the encoding used.
+        if self.strategy.name == "fedpan" and self.model.position_encoding == "none":
+            self.model.position_encoding = FEDPAN_DEFAULT_ENCODING
 
     def to_dict(self) -> dict[str, Any]:
         """Return the config as nested plain dictionaries."""
@@ -244,10 +339,15 @@ class Config:
             prefix = "-".join([self.data.dataset, self.model.name, "central", f"s{self.seed}"])
         else:
             prefix = "-".join([
-                self.data.dataset, self.model.name, self.strategy.name,
+                self.data.dataset, self.model.name, strategy_label(self.strategy.name),
                 _partition_label(self.data), f"s{self.seed}",
             ])
         return f"{prefix}-{self.short_hash()}"
+
+
+def strategy_label(name: str) -> str:
+    """Return ``strategy.name`` fit for a folder name: ``pkg.mod:MyStrategy`` gives ``MyStrategy``."""
+    return re.sub(r"[^A-Za-z0-9_.+-]", "_", name.rpartition(":")[2] or name)
 
 
 def _partition_label(data: DataConfig) -> str:

@@ -15,6 +15,9 @@ logger = logging.getLogger(__name__)
 
 # A regulariser maps the model being trained to a scalar added to the cross-entropy.
 Regularizer = Callable[[nn.Module], torch.Tensor]
+# A gradient correction edits the ``.grad`` tensors of the model in place after the
+# backward pass and before clipping (SCAFFOLD adds c - c_i there).
+GradientCorrection = Callable[[nn.Module], None]
 
 
 @dataclass(frozen=True)
@@ -80,10 +83,12 @@ def train_local(
     settings: SGDSettings,
     generator: torch.Generator,
     regularizers: list[Regularizer] | None = None,
+    gradient_corrections: list[GradientCorrection] | None = None,
 ) -> TrainStats:
     """Train ``model`` in place with SGD on ``(x, y)`` and return loss and accuracy.
 
-    The objective per batch is CE(model(x_b), y_b) + sum of the regularisers. Gradients
+    The objective per batch is CE(model(x_b), y_b) + sum of the regularisers. After the
+    backward pass each gradient correction edits the gradients in place, then gradients
     are clipped to ``clip_norm`` (0 disables clipping). Tensors are moved to the model's
     device batch by batch, so ``x`` and ``y`` may live on the CPU or on the GPU.
     """
@@ -92,6 +97,7 @@ def train_local(
         model.parameters(), lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay
     )
     regularizers = regularizers or []
+    gradient_corrections = gradient_corrections or []
     model.train()
 
     total_loss = total_penalty = 0.0
@@ -107,6 +113,8 @@ def train_local(
             objective = objective + penalty
             total_penalty += penalty.item() * len(batch)
         objective.backward()
+        for correction in gradient_corrections:
+            correction(model)
         if settings.clip_norm > 0:
             nn.utils.clip_grad_norm_(model.parameters(), settings.clip_norm)
         optimizer.step()

@@ -1,9 +1,10 @@
 """FedAvg with fedsign's reproducible sampling, ordered aggregation and sign diagnostics.
 
 Every fedsign strategy subclasses :class:`FedAvg` here and overrides hooks: the client
-objectives it asks for (``objectives`` and :meth:`FedAvg.objective_config`) and how client
-states are merged (:meth:`FedAvg.aggregate_states`). Flower's ``Strategy.start`` owns the
-round loop.
+objectives it asks for (``objectives`` and :meth:`FedAvg.objective_config`), extra records
+sent with the global model (:meth:`FedAvg.extra_train_records`), what it reads from the
+replies besides the models (:meth:`FedAvg.process_replies`) and how client states are
+merged (:meth:`FedAvg.aggregate_states`). Flower's ``Strategy.start`` owns the round loop.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricReco
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg as FlowerFedAvg
 
+from clients.objectives import objective_settings
 from fedsign.aggregation import average_states
 from fedsign.config import Config
 from fedsign.federation import round_lr
@@ -98,12 +100,21 @@ class FedAvg(FlowerFedAvg):
         # until the ServerApp saves them.
         self.kept_client_states: dict[int, dict[int, dict[str, np.ndarray]]] = {}
         self._global_state: dict[str, np.ndarray] | None = None
+        # Node ids of the clients sampled in the latest configure_train.
+        self.round_nodes: list[int] = []
 
     # -- hooks for subclasses ---------------------------------------------------------
 
     def objective_config(self) -> dict[str, bool | int | float | str]:
         """Return the ConfigRecord entries the client objectives of this strategy read."""
         return {}
+
+    def extra_train_records(self, server_round: int) -> dict[str, ArrayRecord]:
+        """Return records sent to every sampled client beside the global model (none here)."""
+        return {}
+
+    def process_replies(self, server_round: int, replies: list[Message]) -> None:
+        """Read what a strategy needs from the valid replies, in partition order, before aggregation."""
 
     def aggregate_states(
         self,
@@ -113,8 +124,17 @@ class FedAvg(FlowerFedAvg):
         num_examples: list[int],
     ) -> dict[str, np.ndarray]:
         """Merge the client states of a round into the next global state."""
-        weights = num_examples if self.config.strategy.weighted else None
-        return average_states(client_states, weights)
+        return average_states(client_states, self.aggregation_weights(num_examples))
+
+    # -- helpers for subclasses ------------------------------------------------------
+
+    def aggregation_weights(self, num_examples: list[int]) -> list[float] | None:
+        """Return the client weights of the configured averaging (None = equal weights)."""
+        return [float(n) for n in num_examples] if self.config.strategy.weighted else None
+
+    def active_objectives(self) -> tuple[str, ...]:
+        """Return this strategy's client objectives followed by ``strategy.objectives``, without repeats."""
+        return tuple(dict.fromkeys([*self.objectives, *self.config.strategy.objectives]))
 
     # -- sampling and configuration ---------------------------------------------------
 
@@ -135,7 +155,10 @@ class FedAvg(FlowerFedAvg):
         record[CONFIG_KEY] = self.config.to_yaml()
         record[ROUND_KEY] = server_round
         record[LR_KEY] = round_lr(self.config, server_round)
-        record[OBJECTIVES_KEY] = ",".join(self.objectives)
+        record[OBJECTIVES_KEY] = ",".join(self.active_objectives())
+        for name in self.active_objectives():
+            for key, value in objective_settings(self.config, name).items():
+                record[key] = value
         for key, value in self.objective_config().items():
             record[key] = value
         return record
@@ -152,8 +175,13 @@ class FedAvg(FlowerFedAvg):
         self._global_state = {name: array.numpy() for name, array in arrays.items()}
         partitions = self.sample_partitions(server_round)
         logger.info("round %d: training %d of %d clients", server_round, len(partitions), len(self.partition_nodes))
-        record = RecordDict({"arrays": arrays, "config": self.round_config(server_round, config)})
+        record = RecordDict({
+            "arrays": arrays,
+            "config": self.round_config(server_round, config),
+            **self.extra_train_records(server_round),
+        })
         node_ids = [self.partition_nodes[p] for p in partitions]
+        self.round_nodes = node_ids
         return self._construct_messages(record, node_ids, MessageType.TRAIN)
 
     def configure_evaluate(
@@ -193,13 +221,16 @@ class FedAvg(FlowerFedAvg):
             partition_ids = [int(message.content["metrics"][PARTITION_ID_KEY]) for message in valid]
             self.kept_client_states[server_round] = dict(zip(partition_ids, client_states, strict=True))
         assert self._global_state is not None  # configure_train always runs first
+        self.process_replies(server_round, valid)
         new_state = self.aggregate_states(server_round, self._global_state, client_states, num_examples)
 
         metrics = self._train_metrics(valid, num_examples)
         metrics["failed_clients"] = float(len(failed))
         metrics.update(self._sign_metrics(self._global_state, client_states, new_state))
         self.round_metrics[server_round] = metrics
-        arrays = ArrayRecord({name: torch.from_numpy(np.ascontiguousarray(value)) for name, value in new_state.items()})
+        # ascontiguousarray turns 0-d arrays (BatchNorm's counter) into shape (1,); reshape back.
+        arrays = ArrayRecord({name: torch.from_numpy(np.ascontiguousarray(value).reshape(np.shape(value)))
+                              for name, value in new_state.items()})
         return arrays, MetricRecord(metrics)
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:

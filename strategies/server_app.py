@@ -26,7 +26,7 @@ from fedsign.protocol import PARTITION_ID_KEY
 from fedsign.runs import client_model_path
 from fedsign.results import CHECKPOINT_DIR, INITIAL_MODEL_FILE, LOG_FILE, RunRecorder, prepare_run_dir, publish_run_dir
 from fedsign.training import evaluate, resolve_device
-from strategies import STRATEGIES
+from strategies import create_strategy
 from strategies.fedavg import RoundFailedError, RunTimeoutError
 
 logger = logging.getLogger(__name__)
@@ -72,8 +72,8 @@ def run_federation(grid: Grid, config: Config, run_dir: Path, *, deadline: float
 
     try:
         partition_nodes = query_partitions(grid, config.data.num_partitions, timeout=config.engine.round_timeout_s)
-        strategy = STRATEGIES[config.strategy.name](
-            config=config,
+        strategy = create_strategy(
+            config,
             partition_nodes=partition_nodes,
             parameter_names=[name for name, _ in model.named_parameters()],
             deadline=deadline,
