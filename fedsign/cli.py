@@ -32,10 +32,17 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
 
 
+CONFIG_KEYS_HELP = (
+    "Every config key, its default and unit: docs/configuration.md, or `fedsign config CONFIG` "
+    "for the resolved config."
+)
+
+
 def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", type=Path, help="YAML config file, e.g. configs/default.yaml")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                         help="dotted overrides applied after the file, e.g. train.lr=0.01 data.alpha=0.1")
+    parser.epilog = CONFIG_KEYS_HELP
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="folder that receives the run directory (default: runs)")
     train.set_defaults(handler=_cmd_train)
 
+    show = commands.add_parser("config", help="print the resolved config (defaults, file, overrides) as YAML")
+    _add_config_arguments(show)
+    show.set_defaults(handler=_cmd_config)
+
     listing = commands.add_parser("list", help="list datasets, partitioners, models and strategies")
     listing.set_defaults(handler=_cmd_list)
 
@@ -91,6 +102,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_config(args: argparse.Namespace) -> int:
+    from fedsign.config import load_config
+
+    print(load_config(args.config, args.overrides).to_yaml(), end="")
+    return 0
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from fedsign.central import run_central
     from fedsign.config import load_config
@@ -104,7 +122,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_grid(args: argparse.Namespace) -> int:
-    from fedsign.grid import collect_summaries, mean_std_table, parse_seeds, parse_sweep, run_grid
+    from fedsign.grid import collect_summaries, grid_table_name, mean_std_table, parse_seeds, parse_sweep, run_grid
 
     sweeps = [parse_sweep(text) for text in args.sweep]
     seeds = parse_seeds(args.seeds)
@@ -116,8 +134,13 @@ def _cmd_grid(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     table = mean_std_table(collect_summaries(run_dirs, keys), keys)
     columns = [*keys, "seeds", "final_accuracy", "best_accuracy"]
-    print(f"\nTest accuracy (%) of the global model, mean ± std over seeds {args.seeds}:\n")
-    print(table[columns].to_markdown(index=False))
+    heading = f"Test accuracy (%) of the global model, mean ± std over seeds {args.seeds}"
+    markdown = table[columns].to_markdown(index=False)
+    print(f"\n{heading}:\n\n{markdown}")
+    stem = args.output_dir / grid_table_name(args.config, args.overrides, sweeps, seeds)
+    stem.with_suffix(".md").write_text(f"{heading}.\n\n{markdown}\n")
+    table[[*columns, "final_mean", "final_std", "best_mean", "best_std"]].to_csv(stem.with_suffix(".csv"), index=False)
+    print(f"\ntable: {stem.with_suffix('.md')} and {stem.with_suffix('.csv')}")
     if len(run_dirs) < expected:
         print(f"\n{expected - len(run_dirs)} of {expected} runs failed; see their .failed folders", file=sys.stderr)
         return EXIT_FAILED

@@ -310,6 +310,7 @@ class Config:
     central: CentralConfig = field(default_factory=CentralConfig)
 
     def __post_init__(self) -> None:
+        _require(self.seed >= 0, "seed", self.seed, "an integer >= 0")
         # FedPAN is FedAvg on models with position encodings, so choosing the strategy
         # turns them on; the resolved config saved with the run shows the encoding used.
         if self.strategy.name == "fedpan" and self.model.position_encoding == "none":

@@ -24,10 +24,21 @@ from pathlib import Path
 import torch
 
 from fedsign.config import Config
-from fedsign.errors import ConfigError
+from fedsign.datasets import list_datasets
+from fedsign.errors import ConfigError, UserInputError
 from fedsign.federation import build_global_model, load_federated_data
 from fedsign.logs import log_to_file
-from fedsign.results import LOG_FILE, SUMMARY_FILE, RunRecorder, is_completed, prepare_run_dir, publish_run_dir
+from fedsign.models import parse_model_name
+from fedsign.partition import list_partitioners
+from fedsign.results import (
+    LOG_FILE,
+    SUMMARY_FILE,
+    RunRecorder,
+    check_output_dir,
+    is_completed,
+    prepare_run_dir,
+    publish_run_dir,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -86,8 +97,6 @@ def validate_run_config(config: Config) -> None:
     Raises UserInputError (exit status 2 in the CLI) for unknown names, missing dataset
     folders or a partition that cannot be made.
     """
-    # Unknown names, bad import paths and kwargs the strategy rejects raise ConfigError.
-    load_object(STRATEGY_CHECK)(config)
     if config.federation.client_eval and config.data.local_test_fraction <= 0:
         raise ConfigError(
             "federation.client_eval=true needs local test splits; set data.local_test_fraction, e.g. 0.2"
@@ -96,8 +105,22 @@ def validate_run_config(config: Config) -> None:
     if unknown:
         raise ConfigError(f"invalid engine.fail_partitions={unknown}: partition ids run from 0 to "
                           f"{config.data.num_partitions - 1}")
+    check_names(config)
     federated = load_federated_data(config.data, config.seed)
     build_global_model(config.model, federated.splits, config.seed)
+
+
+def check_names(config: Config) -> None:
+    """Raise ConfigError for an unknown strategy, dataset, partitioner or model, before any data loads."""
+    # Unknown names, bad import paths and kwargs the strategy rejects raise ConfigError.
+    load_object(STRATEGY_CHECK)(config)
+    if config.data.dataset not in list_datasets():
+        raise ConfigError(f"unknown data.dataset={config.data.dataset!r}; available: {', '.join(list_datasets())}")
+    if config.data.partitioner not in list_partitioners():
+        raise ConfigError(
+            f"unknown data.partitioner={config.data.partitioner!r}; available: {', '.join(list_partitioners())}"
+        )
+    parse_model_name(config.model.name)
 
 
 def backend_config(config: Config, ray_temp_dir: Path, *, verbose: bool = False) -> dict:
@@ -142,6 +165,13 @@ def run_simulation(config: Config, output_dir: Path, *, verbose: bool = False) -
         folder is kept as ``<run name>.failed`` with the log and the error.
     """
     prepare_environment()
+    # Cheap checks first, so that bad names, a bad folder or a finished run are reported
+    # before any dataset is loaded.
+    check_names(config)
+    check_output_dir(output_dir, create=False)
+    if (output_dir / config.run_name()).exists():
+        raise UserInputError(f"run directory {output_dir / config.run_name()} already exists; delete it, "
+                             "or change the config, the seed or name=...")
     validate_run_config(config)
     staging_dir, final_dir = prepare_run_dir(output_dir, config)
     ray_temp_dir = short_temp_dir()

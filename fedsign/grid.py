@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import itertools
 import json
 import logging
@@ -12,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from fedsign.config import Config, load_config
-from fedsign.engine import RunFailedError, run_simulation, validate_run_config
+from fedsign.engine import RunFailedError, check_names, run_simulation, validate_run_config
 from fedsign.errors import ConfigError
 from fedsign.results import SUMMARY_FILE, check_output_dir, is_completed
 
@@ -74,8 +75,10 @@ def run_grid(
     anywhere in the grid stops it with nothing written. A failed run is logged and the
     grid goes on; the returned list contains the completed run directories.
     """
-    check_output_dir(output_dir)
+    check_output_dir(output_dir, create=False)
     configs = [load_config(config_path, [*overrides, *combination]) for combination in expand(sweeps, seeds)]
+    for config in configs:
+        check_names(config)
     # Validation builds each run's data partition. Grouping runs with the same data and
     # seed lets the per-process partition cache serve them, instead of rebuilding it per run.
     for config in sorted(configs, key=lambda c: (repr(c.data), c.seed)):
@@ -98,6 +101,13 @@ def run_grid(
                     outcome.summary["final_accuracy"])
         completed.append(outcome.run_dir)
     return completed
+
+
+def grid_table_name(config_path: Path | None, overrides: list[str], sweeps: list[Sweep], seeds: list[int]) -> str:
+    """Return the file stem of a grid's saved table: ``grid-`` plus a hash of the grid's arguments."""
+    arguments = [str(config_path), overrides, [[sweep.key, list(sweep.values)] for sweep in sweeps], seeds]
+    digest = hashlib.sha256(json.dumps(arguments).encode()).hexdigest()[:8]
+    return f"grid-{digest}"
 
 
 def collect_summaries(run_dirs: list[Path], keys: list[str]) -> pd.DataFrame:

@@ -22,15 +22,20 @@ class TqdmHandler(logging.Handler):
         tqdm.write(self.format(record), file=sys.stderr)
 
 
-class _DropRunSimulationDeprecation(logging.Filter):
-    """Drop Flower's deprecation notice for ``run_simulation``, which fedsign calls on purpose.
+class _QuietFlowerConsole(logging.Filter):
+    """Keep two kinds of Flower records off the console; the run's log file still gets them.
 
-    The launcher in ``fedsign.engine`` is the one place to change when Flower removes it.
+    Flower's deprecation notice for ``run_simulation`` is dropped, because fedsign calls it
+    on purpose and ``fedsign.engine`` is the one place to change when Flower removes it.
+    Each failed client's Ray traceback is dropped too, because fedsign reports the
+    client's own error message in one line.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        return not ("run_simulation" in message and "deprecated" in message.lower())
+        if "run_simulation" in message and "deprecated" in message.lower():
+            return False
+        return "ClientAppException" not in message
 
 
 def configure_console(verbose: bool = False) -> None:
@@ -46,8 +51,8 @@ def configure_console(verbose: bool = False) -> None:
             handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
             logger.addHandler(handler)
     update_console_handler(level=logging.INFO if verbose else logging.WARNING, timestamps=False, colored=True)
-    if not verbose and not any(isinstance(f, _DropRunSimulationDeprecation) for f in console_handler.filters):
-        console_handler.addFilter(_DropRunSimulationDeprecation())
+    if not verbose and not any(isinstance(f, _QuietFlowerConsole) for f in console_handler.filters):
+        console_handler.addFilter(_QuietFlowerConsole())
 
 
 @contextlib.contextmanager

@@ -64,11 +64,25 @@ def is_completed(run_dir: Path) -> bool:
         return False
 
 
-def check_output_dir(output_dir: Path) -> None:
-    """Raise UserInputError unless ``output_dir`` exists or can be created, and is writable."""
+def check_output_dir(output_dir: Path, *, create: bool = True) -> None:
+    """Raise UserInputError unless ``output_dir`` exists or can be created, and is writable.
+
+    With ``create=False`` nothing is created: the nearest existing folder on the path is
+    probed instead, so a check that fails later leaves no empty folder behind.
+    """
+    existing = output_dir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserInputError(
+            f"output directory {output_dir} cannot be created because {existing} is a file; "
+            "choose another with --output-dir"
+        )
     try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        probe = output_dir / f".write-test-{os.getpid()}"
+        if create:
+            output_dir.mkdir(parents=True, exist_ok=True)
+            existing = output_dir
+        probe = existing / f".write-test-{os.getpid()}"
         probe.write_text("")
         probe.unlink()
     except OSError as error:

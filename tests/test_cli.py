@@ -21,6 +21,7 @@ CASES = {
     "unknown strategy": ["strategy.name=fedmagic"],
     "unknown partitioner": ["data.partitioner=zipf"],
     "negative learning rate": ["train.lr=-0.01"],
+    "negative seed": ["seed=-1"],
 }
 EXPECTED = {
     "unknown key": "train.lrr",
@@ -33,6 +34,7 @@ EXPECTED = {
     "unknown strategy": "fedmagic",
     "unknown partitioner": "zipf",
     "negative learning rate": "train.lr",
+    "negative seed": "seed=-1",
 }
 
 
@@ -106,7 +108,7 @@ def test_grid_validates_every_combination_first(tmp_path, capsys):
                    str(tmp_path / "runs")])
     assert status == 2
     assert "nope" in capsys.readouterr().err
-    assert not any((tmp_path / "runs").iterdir())
+    assert not (tmp_path / "runs").exists()
 
 
 def test_partition_command_prints_and_plots(tmp_path, capsys):
@@ -123,3 +125,9 @@ def test_list_names_registries(capsys):
     output = capsys.readouterr().out
     for name in ("digits", "dirichlet", "cnn", "fedsign"):
         assert name in output
+
+
+def test_config_command_prints_resolved_yaml(capsys):
+    assert main(["config", "configs/default.yaml", "train.lr=0.5"]) == 0
+    output = capsys.readouterr().out
+    assert load_config("configs/default.yaml", ["train.lr=0.5"]).to_yaml() == output

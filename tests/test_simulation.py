@@ -88,6 +88,9 @@ def test_grid_skips_completed_runs_and_prints_table(fedavg_run, output):
     assert "already completed, skipped" in result.stderr
     assert "| fedavg" in result.stdout and "| fedsign" in result.stdout
     assert "±" in result.stdout
+    (table,) = (output / "a").glob("grid-*.md")
+    assert "| fedsign" in table.read_text()
+    assert len(list((output / "a").glob("grid-*.csv"))) == 1
 
 
 def test_failed_client_is_logged_and_round_continues(output):
