@@ -386,7 +386,7 @@ def test_cli_unwritable_output_dir(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("")
     assert main(["interpolate", str(run_dir), str(run_dir), "--output-dir", str(blocker / "out")]) == 2
-    assert "not writable" in capsys.readouterr().err
+    assert "choose another with --output-dir" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------
