@@ -24,20 +24,19 @@ import torch.nn.functional as F
 from flwr.app import ArrayRecord, ConfigRecord, RecordDict
 from torch import nn
 
-from fedsign.config import Config
 from fedsign.errors import UserInputError
 from fedsign.models import select_parameters
+from fedsign.protocol import (
+    FEDDYN_GRADIENT_KEY,
+    MOON_PREVIOUS_MODEL_KEY,
+    SCAFFOLD_CONTROL_DELTA_KEY,
+    SCAFFOLD_CONTROL_KEY,
+    SCAFFOLD_SERVER_CONTROL_KEY,
+)
 from fedsign.training import GradientCorrection, Regularizer, TrainStats
 
 logger = logging.getLogger(__name__)
 
-# Records kept in the client's persistent state (Flower's ``Context.state``).
-MOON_PREVIOUS_MODEL_KEY = "moon-previous-model"  # full state of the client's last local model
-FEDDYN_GRADIENT_KEY = "feddyn-gradient"  # the client's FedDyn gradient state g_k
-SCAFFOLD_CONTROL_KEY = "scaffold-control"  # the client's control variate c_i
-# Records exchanged in messages.
-SCAFFOLD_SERVER_CONTROL_KEY = "scaffold-server-control"  # server -> client: c
-SCAFFOLD_CONTROL_DELTA_KEY = "scaffold-control-delta"  # client -> server: c_i+ - c_i
 
 
 @dataclass
@@ -131,23 +130,6 @@ def build_regularizers(
 ) -> list[Regularizer]:
     """Build only the regularisers of the named objectives, with an empty client state."""
     return build_objectives(ObjectiveInputs(model=model, global_state=global_state, config=config)).regularizers
-
-
-def objective_settings(config: Config, name: str) -> dict[str, bool | int | float | str]:
-    """Return the ConfigRecord entries that the client objective ``name`` reads."""
-    if name == "sign":
-        sign = config.sign
-        return {"sign-beta": sign.beta, "sign-variant": sign.variant, "sign-kappa": sign.kappa,
-                "sign-groups": sign.groups, "sign-skip-zero": sign.skip_zero, "sign-reduction": sign.reduction}
-    if name == "prox":
-        return {"prox-mu": config.prox.mu}
-    if name == "moon":
-        return {"moon-mu": config.moon.mu, "moon-tau": config.moon.tau}
-    if name == "feddyn":
-        return {"feddyn-alpha": config.feddyn.alpha}
-    if name == "scaffold":
-        return {"scaffold-variate": config.scaffold.variate}
-    raise UserInputError(f"unknown client objective {name!r}; known: {', '.join(sorted(OBJECTIVES))}")
 
 
 # ---------------------------------------------------------------------------------------

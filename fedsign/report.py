@@ -31,6 +31,7 @@ import matplotlib
 matplotlib.use("Agg")  # Plots are files; no display is needed or assumed.
 
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
@@ -89,10 +90,21 @@ def find_run_dirs(paths: list[Path]) -> list[Path]:
     skipped = len(candidates) - len(completed)
     if skipped:
         logger.warning("skipped %d run directories that did not complete", skipped)
+    federated = [path for path in completed if _is_federated(path)]
+    if len(federated) < len(completed):
+        logger.warning("skipped %d central training runs (fedsign train); the report compares federated runs",
+                       len(completed) - len(federated))
+    completed = federated
     if not completed:
         raise UserInputError(f"no completed run directory in {', '.join(str(p) for p in paths)}; "
                              "pass the output folder of fedsign grid or run directories")
     return completed
+
+
+def _is_federated(run_dir: Path) -> bool:
+    """Return whether ``run_dir`` is a federated run: its metrics.csv counts rounds, not epochs."""
+    with (run_dir / METRICS_FILE).open() as handle:
+        return handle.readline().startswith("round,")
 
 
 def collect_runs(run_dirs: list[Path], *, column: str = "data.alpha", last_k: int = 5) -> tuple[pd.DataFrame,
@@ -168,9 +180,9 @@ def markdown_report(table: pd.DataFrame, *, column: str, last_k: int, baseline: 
             title = METRIC_TITLES[metric].format(k=last_k)
             sections.append(f"{title}, mean ± std over seeds (number of seeds in brackets), columns {column}:\n")
             sections.append(_cell_table(cells, column))
-            if metric == "last_k" and baseline in set(cells["method"]):
-                sections.append(f"Difference to {baseline} in percentage points (mean over seeds; "
-                                "negative: below {baseline}):\n".replace("{baseline}", baseline))
+            if metric == "last_k" and baseline in set(cells["method"]) and cells["method"].nunique() > 1:
+                sections.append(f"Difference of the means to {baseline} in percentage points "
+                                f"(negative: below {baseline}):\n")
                 sections.append(_difference_table(cells, column, baseline))
     return "\n".join(sections)
 
@@ -184,12 +196,13 @@ def plot_curves(curves: pd.DataFrame, output_dir: Path, *, band: str = "ci", col
     for dataset, subset in curves.groupby("dataset", sort=True):
         columns = sorted(subset["column"].unique(), key=str)
         accuracy = subset[(subset["metric"] == "accuracy") & (subset["round"] > 0)]
+        palette = _palette(subset)
         figure, axes = plt.subplots(1, len(columns), figsize=(5 * len(columns), 4), squeeze=False, sharey=True)
         for ax, value in zip(axes[0], columns, strict=True):
             sns.lineplot(data=accuracy[accuracy["column"] == value], x="round", y="value", hue="method",
-                         errorbar=errorbar, seed=0, ax=ax, legend=ax is axes[0][-1])
+                         palette=palette, errorbar=errorbar, seed=0, ax=ax, legend=False)
             ax.set(title=f"{dataset}, {column}={value}", xlabel="round", ylabel="test accuracy")
-        _move_legend(axes[0][-1])
+        _add_legend(figure, palette)
         written.append(_save(figure, output_dir / ACCURACY_CURVES.format(dataset=dataset)))
 
         signs = subset[subset["metric"].isin(SIGN_METRICS)]
@@ -202,10 +215,10 @@ def plot_curves(curves: pd.DataFrame, output_dir: Path, *, band: str = "ci", col
             for col, value in enumerate(columns):
                 ax = axes[row][col]
                 data = signs[(signs["metric"] == metric) & (signs["column"] == value)]
-                sns.lineplot(data=data, x="round", y="value", hue="method", errorbar=errorbar, seed=0, ax=ax,
-                             legend=row == 0 and col == len(columns) - 1)
+                sns.lineplot(data=data, x="round", y="value", hue="method", palette=palette, errorbar=errorbar,
+                             seed=0, ax=ax, legend=False)
                 ax.set(title=f"{column}={value}", xlabel="round", ylabel=metric)
-        _move_legend(axes[0][-1])
+        _add_legend(figure, palette)
         figure.suptitle(f"{dataset}: same-sign ratios per round")
         written.append(_save(figure, output_dir / SIGN_CURVES.format(dataset=dataset)))
     return written
@@ -309,9 +322,16 @@ def _lookup(config: Config, dotted: str) -> object:
     return value
 
 
-def _move_legend(ax: plt.Axes) -> None:
-    if ax.get_legend() is not None:
-        sns.move_legend(ax, "upper left", bbox_to_anchor=(1.02, 1), frameon=False)
+def _palette(curves: pd.DataFrame) -> dict[str, tuple[float, float, float]]:
+    """Return one colour per method, the same in every panel of a figure."""
+    methods = _method_order(curves)
+    colors = sns.color_palette("tab10" if len(methods) <= 10 else "tab20", len(methods))
+    return dict(zip(methods, colors, strict=True))
+
+
+def _add_legend(figure: plt.Figure, palette: dict[str, tuple[float, float, float]]) -> None:
+    handles = [Line2D([0], [0], color=color, label=method) for method, color in palette.items()]
+    figure.legend(handles=handles, title="method", loc="upper left", bbox_to_anchor=(1.0, 0.95), frameon=False)
 
 
 def _save(figure: plt.Figure, path: Path) -> Path:

@@ -20,11 +20,18 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricReco
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg as FlowerFedAvg
 
-from clients.objectives import objective_settings
 from fedsign.aggregation import average_states
 from fedsign.config import Config
 from fedsign.federation import round_lr
-from fedsign.protocol import CONFIG_KEY, LR_KEY, NUM_EXAMPLES_KEY, OBJECTIVES_KEY, PARTITION_ID_KEY, ROUND_KEY
+from fedsign.protocol import (
+    CONFIG_KEY,
+    LR_KEY,
+    NUM_EXAMPLES_KEY,
+    OBJECTIVES_KEY,
+    PARTITION_ID_KEY,
+    ROUND_KEY,
+    objective_settings,
+)
 from fedsign.seeding import derive_seed
 from fedsign.signs import flatten, round_sign_diagnostics, ssr
 

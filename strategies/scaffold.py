@@ -10,9 +10,8 @@ from collections.abc import Iterable
 
 from flwr.app import ArrayRecord, Message, MetricRecord
 
-from clients.objectives import SCAFFOLD_CONTROL_DELTA_KEY, SCAFFOLD_SERVER_CONTROL_KEY
 from fedsign.aggregation import average_states
-from fedsign.protocol import PARTITION_ID_KEY
+from fedsign.protocol import PARTITION_ID_KEY, SCAFFOLD_CONTROL_DELTA_KEY, SCAFFOLD_SERVER_CONTROL_KEY
 from strategies.fedavg import FedAvg, RoundFailedError
 
 logger = logging.getLogger(__name__)
@@ -63,6 +62,10 @@ class Scaffold(FedAvg):
     example count unless ``strategy.weighted`` is false) [choice]; the paper's is
     unweighted. Option II assumes plain SGD: with momentum the local steps are longer than
     K·η_l·g, so option I is the default [choice].
+
+    NOTE: with 2 local epochs of momentum-0.9 SGD (up to about 80 local steps) SCAFFOLD
+    diverged in fedsign's MNIST-1D comparison (docs/results.md), while 10 local steps
+    trained; the correction is fixed for the round, so long local runs let it drift.
 
     Client obligations: read ``scaffold-variate`` and the record
     ``scaffold-server-control`` (c), keep c_i in the client's persistent state

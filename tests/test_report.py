@@ -116,3 +116,16 @@ def test_report_command_prints_table(grid, tmp_path, capsys):
 def test_report_command_bad_folder_exits_2(tmp_path, capsys):
     assert main(["report", str(tmp_path / "missing"), "--output-dir", str(tmp_path / "out")]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_central_runs_are_skipped(tmp_path, caplog):
+    from fedsign.report import find_run_dirs
+
+    for name, first_column in (("federated", "round"), ("central", "epoch")):
+        run_dir = tmp_path / name
+        run_dir.mkdir()
+        (run_dir / "summary.json").write_text('{"status": "completed"}')
+        (run_dir / "metrics.csv").write_text(f"{first_column},scope,metric,value\n1,server,accuracy,0.5\n")
+    found = find_run_dirs([tmp_path])
+    assert found == [tmp_path / "federated"]
+    assert "skipped 1 central training runs" in caplog.text

@@ -177,7 +177,7 @@ def _cmd_study(args: argparse.Namespace) -> int:
 
     config = load_study_config(args.config, args.overrides)
     outcome = run_study(config, args.output_dir)
-    print(f"\nCorrelations of the final SSR-AB over the study's pairs (two-sided p-values):")
+    print("\nCorrelations of the final SSR-AB over the study's pairs (two-sided p-values):")
     for row in outcome["correlations"]:
         print(f"{row['subset']}: SSR-AB vs {row['target']}: Pearson r = {row['pearson_r']:.3f} (p = {row['pearson_p']:.2g}), "
               f"Spearman ρ = {row['spearman_rho']:.3f} (p = {row['spearman_p']:.2g}), n = {row['n']}")
