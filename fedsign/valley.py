@@ -567,6 +567,27 @@ class ValleyOutcome:
     table: pd.DataFrame
 
 
+def prepare_sweep(
+    source_path: Path, settings: ValleySettings, output_dir: Path, *, epoch: int | None = None,
+    round_number: int | None = None, client: int | None = None, device: str = "auto",
+):
+    """Load the model to sweep, check the group and output folder, and pick the evaluation subsets.
+
+    Returns ``(source, names, data)``: the loaded source, the perturbed parameter names and the
+    in-memory subsets. Every check runs before anything is written.
+    """
+    from fedsign.results import check_output_dir
+    from fedsign.training import resolve_device
+
+    torch_device = resolve_device(device)
+    source = load_source(source_path, epoch=epoch, round_number=round_number, client=client, device=torch_device)
+    names = check_group(source.model, settings.group)
+    if "theta_0" in settings.noises and source.theta_0 is None:
+        raise UserInputError(f"noise theta_0 needs {source.run_dir}/model_init.pt, which is missing; drop theta_0")
+    check_output_dir(output_dir)
+    return source, names, select_subsets(source.splits, settings, torch_device)
+
+
 def run_valley(
     source_path: Path, settings: ValleySettings, output_dir: Path, *, epoch: int | None = None,
     round_number: int | None = None, client: int | None = None, device: str = "auto",
@@ -578,17 +599,8 @@ def run_valley(
     (settings, source, timings, table) and the error and loss plots into
     ``output_dir/<run>-valley-<hash>``. Bad input raises UserInputError before anything is written.
     """
-    from fedsign.results import check_output_dir
-    from fedsign.training import resolve_device
-
-    torch_device = resolve_device(device)
-    source = load_source(source_path, epoch=epoch, round_number=round_number, client=client, device=torch_device)
-    names = check_group(source.model, settings.group)
-    if "theta_0" in settings.noises and source.theta_0 is None:
-        raise UserInputError(f"noise theta_0 needs {source.run_dir}/model_init.pt, which is missing; drop theta_0")
-    check_output_dir(output_dir)
-
-    data = select_subsets(source.splits, settings, torch_device)
+    source, names, data = prepare_sweep(source_path, settings, output_dir, epoch=epoch,
+                                        round_number=round_number, client=client, device=device)
     started = time.monotonic()
     curves = compute_curves(source.model, None, data, settings, theta_0=theta_0_of_group(source, names))
     wall_time = time.monotonic() - started
@@ -609,7 +621,7 @@ def run_valley(
             "perturbed_parameters": names,
             "eval_examples": len(data.eval_y),
             "bn_examples": len(data.bn_x) if settings.bn_mode == "recompute" else 0,
-            "device": str(torch_device),
+            "device": str(data.eval_y.device),
             "wall_time_s": round(wall_time, 3),
             "summary": json.loads(table.to_json(orient="records")),
         }

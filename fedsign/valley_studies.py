@@ -53,6 +53,7 @@ from fedsign.valley import (
     lambda_grid,
     load_source,
     scale,
+    prepare_sweep,
     select_subsets,
     sign_label,
     staged_output,
@@ -134,17 +135,8 @@ def run_ratio_sweep(
     noise and ratio: measured SSR, mean error on each side, asymmetry, half-widths, mean ± std
     over directions), ``sweep.json`` and ``sweep.png`` into ``output_dir/<run>-sweep-<hash>``.
     """
-    from fedsign.results import check_output_dir
-    from fedsign.training import resolve_device
-
-    torch_device = resolve_device(device)
-    source = load_source(source_path, epoch=epoch, round_number=round_number, client=client, device=torch_device)
-    names = check_group(source.model, settings.group)
-    if "theta_0" in settings.noises and source.theta_0 is None:
-        raise UserInputError(f"noise theta_0 needs {source.run_dir}/model_init.pt, which is missing; drop theta_0")
-    check_output_dir(output_dir)
-
-    data = select_subsets(source.splits, settings, torch_device)
+    source, names, data = prepare_sweep(source_path, settings, output_dir, epoch=epoch,
+                                        round_number=round_number, client=client, device=device)
     theta_f = {name: parameter.detach().float().cpu().clone() for name, parameter in source.model.named_parameters()
                if name in set(names)}
     started = time.monotonic()
@@ -163,7 +155,7 @@ def run_ratio_sweep(
         record = {"settings": asdict(settings), "ratios": ratios, "lambdas": lambda_grid(settings).tolist(),
                   "source": {"run_dir": str(source.run_dir), "state_file": str(source.state_path),
                              "model": source.model_name, "dataset": source.dataset},
-                  "device": str(torch_device), "wall_time_s": round(wall_time, 3),
+                  "device": str(data.eval_y.device), "wall_time_s": round(wall_time, 3),
                   "summary": json.loads(table.to_json(orient="records"))}
         (staging / SWEEP_JSON).write_text(json.dumps(record, indent=2) + "\n")
         plot_ratio_sweep(staging / CURVE_SUMMARY_FILE, staging / SWEEP_PLOT)

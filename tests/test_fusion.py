@@ -3,7 +3,6 @@
 import json
 import math
 from collections import OrderedDict
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -46,14 +45,6 @@ from fedsign.results import CONFIG_FILE, INITIAL_MODEL_FILE, MODEL_FILE
 from fedsign.runs import client_model_path
 from fedsign.signs import ssr, ssr_by_group, ssr_groups, ssr_table
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Iterator[None]:
-    """Run on one thread: the models are tiny, and other test runs may share the two cores."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 class TinyNet(nn.Module):

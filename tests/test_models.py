@@ -3,7 +3,6 @@
 import functools
 import logging
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -23,15 +22,6 @@ IMAGE_SHAPES = [(1, 8, 8), (1, 28, 28), (3, 32, 32)]
 SEQUENCE_SHAPES = [(1, 40)]
 ALL_SHAPES = IMAGE_SHAPES + SEQUENCE_SHAPES
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Iterator[None]:
-    """Run this file on one intra-op thread, because its batches of 2 gain nothing from more.
-    On a 2-core machine shared with other test runs, two threads ran it in 47 s against 10 s."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def _is_sequence_model(name: str) -> bool:

@@ -1,7 +1,6 @@
 """Tests of the theory demos: ReLU on/off agreement and the linear softmax Hessian."""
 
 import json
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -31,14 +30,6 @@ from fedsign.theory import (
     symmetric_grid,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Iterator[None]:
-    """Run on one thread: the problems are tiny, and other test runs may share the two cores."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def _softmax_problem():

@@ -2,7 +2,6 @@
 
 import json
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -36,14 +35,6 @@ from fedsign.valley import (
 )
 from fedsign.valley_studies import iter_ratio_directions, load_study, parse_ratios
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Iterator[None]:
-    """Run on one intra-op thread: the tiny models here gain nothing from more."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def _tiny_cnn(seed: int = 0) -> nn.Module:
