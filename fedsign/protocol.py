@@ -1,4 +1,4 @@
-"""Keys of the records that the ServerApp and the ClientApp exchange (Flower's kebab-case).
+"""Keys of the records the ServerApp and the ClientApp exchange or keep (Flower's kebab-case).
 
 Both apps import these from here, so neither imports the other.
 """
