@@ -26,10 +26,16 @@ import torch
 from fedsign.aggregation import average_states
 from fedsign.config import Config, load_config
 from fedsign.engine import prepare_environment, run_simulation
-from fedsign.federation import build_global_model, load_federated_data, model_from_config, round_lr
+from fedsign.federation import (
+    build_global_model,
+    load_federated_data,
+    local_sgd_settings,
+    model_from_config,
+    round_lr,
+)
 from fedsign.results import MODEL_FILE
 from fedsign.seeding import derive_seed, torch_generator
-from fedsign.training import SGDSettings, train_local
+from fedsign.training import train_local
 
 
 def sampled_partitions(config: Config, server_round: int) -> list[int]:
@@ -53,12 +59,7 @@ def plain_federated_averaging(config: Config) -> tuple[dict[str, torch.Tensor], 
         for partition_id in sampled_partitions(config, server_round):
             data = federated.client(partition_id, config.data.local_test_fraction, config.seed)
             model.load_state_dict(global_state)
-            settings = SGDSettings(
-                epochs=config.train.local_epochs, steps=config.train.local_steps,
-                batch_size=config.train.batch_size, lr=round_lr(config, server_round),
-                momentum=config.train.momentum, weight_decay=config.train.weight_decay,
-                clip_norm=config.train.clip_norm,
-            )
+            settings = local_sgd_settings(config.train, round_lr(config, server_round))
             stats = train_local(model, data.train_x, data.train_y, settings=settings,
                                 generator=torch_generator(config.seed, "data-order", server_round, partition_id))
             states.append({k: v.detach().numpy().copy() for k, v in model.state_dict().items()})

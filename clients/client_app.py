@@ -23,10 +23,10 @@ from flwr.clientapp import ClientApp
 
 from clients.objectives import ObjectiveInputs, build_objectives
 from fedsign.config import Config, config_from_yaml_text
-from fedsign.federation import ClientData, load_federated_data, model_from_config
+from fedsign.federation import ClientData, load_federated_data, local_sgd_settings, model_from_config
 from fedsign.protocol import CONFIG_KEY, LR_KEY, NUM_EXAMPLES_KEY, PARTITION_ID_KEY, ROUND_KEY
 from fedsign.seeding import torch_generator
-from fedsign.training import SGDSettings, evaluate, resolve_device, train_local
+from fedsign.training import evaluate, resolve_device, train_local
 
 logger = logging.getLogger(__name__)
 
@@ -52,19 +52,11 @@ def train(msg: Message, context: Context) -> Message:
     server_round = int(round_config[ROUND_KEY])
     if partition_id in config.engine.fail_partitions:
         raise RuntimeError(f"injected failure of client {partition_id} (engine.fail_partitions)")
-    data = _client_data(config, partition_id)
+    data = _client_data(str(round_config[CONFIG_KEY]), partition_id)
 
     global_state = msg.content["arrays"].to_torch_state_dict()
     model = _model_with_state(config, global_state)
-    settings = SGDSettings(
-        epochs=config.train.local_epochs,
-        steps=config.train.local_steps,
-        batch_size=config.train.batch_size,
-        lr=float(round_config[LR_KEY]),
-        momentum=config.train.momentum,
-        weight_decay=config.train.weight_decay,
-        clip_norm=config.train.clip_norm,
-    )
+    settings = local_sgd_settings(config.train, float(round_config[LR_KEY]))
     objectives = build_objectives(ObjectiveInputs(
         model=model,
         global_state=global_state,
@@ -117,7 +109,7 @@ def evaluate_local(msg: Message, context: Context) -> Message:
     round_config = msg.content["config"]
     config = _config_from_text(str(round_config[CONFIG_KEY]))
     partition_id = int(context.node_config["partition-id"])
-    data = _client_data(config, partition_id)
+    data = _client_data(str(round_config[CONFIG_KEY]), partition_id)
     model = _model_with_state(config, msg.content["arrays"].to_torch_state_dict())
     loss, accuracy = evaluate(model, data.test_x, data.test_y)
     metrics = MetricRecord({
@@ -136,9 +128,9 @@ def _model_with_state(config: Config, state: dict[str, torch.Tensor]) -> torch.n
     return model.to(resolve_device(config.engine.device))
 
 
-def _client_data(config: Config, partition_id: int) -> ClientData:
-    torch.set_num_threads(config.engine.torch_threads)
-    return _client_data_on_device(config.to_yaml(), partition_id)
+def _client_data(config_text: str, partition_id: int) -> ClientData:
+    torch.set_num_threads(_config_from_text(config_text).engine.torch_threads)
+    return _client_data_on_device(config_text, partition_id)
 
 
 # Caches each client's tensors on the training device (the GPU when present), so they are

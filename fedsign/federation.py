@@ -14,11 +14,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from fedsign.config import Config, DataConfig, ModelConfig
+from fedsign.config import Config, DataConfig, ModelConfig, TrainConfig
 from fedsign.datasets import DatasetSplits, load_dataset
 from fedsign.models import build_model
 from fedsign.partition import partition_indices
 from fedsign.seeding import derive_seed
+from fedsign.training import SGDSettings
 
 
 @dataclass(frozen=True)
@@ -106,3 +107,16 @@ def round_lr(config: Config, server_round: int) -> float:
     if warmup > 0 and server_round <= warmup:
         return config.train.lr * server_round / warmup
     return config.train.lr
+
+
+def local_sgd_settings(train: TrainConfig, lr: float) -> SGDSettings:
+    """Return the local SGD settings of a client round from ``train`` and the round's ``lr``."""
+    return SGDSettings(
+        epochs=train.local_epochs,
+        steps=train.local_steps,
+        batch_size=train.batch_size,
+        lr=lr,
+        momentum=train.momentum,
+        weight_decay=train.weight_decay,
+        clip_norm=train.clip_norm,
+    )

@@ -2,7 +2,7 @@
 
 SSR(u, v) is the fraction of coordinates j with sign(u_j) = sign(v_j), where sign(0) = 0:
 two zeros agree, a zero and a nonzero value do not. The functions here act on flat
-tensors or on state dictionaries restricted to a list of parameter names; callers pass
+tensors or on state dictionaries restricted to a list of parameter names. Callers pass
 trainable parameter names only, so BatchNorm running buffers never enter an SSR.
 """
 
@@ -53,8 +53,8 @@ def round_sign_diagnostics(
     """Return the SSR diagnostics of one round over the parameters ``names``.
 
     ``ssr_client_global_mean``/``_min`` compare each returned client model with the global
-    model it started from; ``ssr_pairwise_mean`` is the mean SSR over all client pairs
-    (absent with fewer than two clients).
+    model it started from. ``ssr_pairwise_mean`` is the mean SSR over all client pairs and
+    is absent with fewer than two clients.
     """
     reference = flatten(global_state, names)
     vectors = [flatten(state, names) for state in client_states]

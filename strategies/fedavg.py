@@ -1,7 +1,7 @@
 """FedAvg with fedsign's reproducible sampling, ordered aggregation and sign diagnostics.
 
 Every fedsign strategy subclasses :class:`FedAvg` here and overrides hooks: the client
-objectives it asks for (``objectives`` and :meth:`FedAvg.objective_config`), extra records
+objectives it requests (``objectives`` and :meth:`FedAvg.objective_config`), extra records
 sent with the global model (:meth:`FedAvg.extra_train_records`), what it reads from the
 replies besides the models (:meth:`FedAvg.process_replies`) and how client states are
 merged (:meth:`FedAvg.aggregate_states`). Flower's ``Strategy.start`` owns the round loop.
@@ -62,11 +62,11 @@ class FedAvg(FlowerFedAvg):
     θ_g ← Σ_k w_k θ_k with w_k ∝ n_k (examples of client k) or w_k = 1/K when
     ``strategy.weighted`` is false. Parameters and BatchNorm buffers are both averaged.
 
-    Differences from Flower's FedAvg, all for reproducibility and analysis:
-    clients are sampled per round by a generator seeded from the run seed over sorted
-    partition ids (Flower's sampler uses the global ``random`` module over random node
-    ids); replies are aggregated in partition order, so float sums do not depend on reply
-    arrival; each round records sign diagnostics (see :mod:`fedsign.signs`).
+    It differs from Flower's FedAvg in three ways, all for reproducibility and analysis.
+    Clients are sampled per round by a generator seeded from the run seed over sorted
+    partition ids, whereas Flower's sampler uses the global ``random`` module over random
+    node ids. Replies are aggregated in partition order, so float sums do not depend on
+    reply arrival. Each round records sign diagnostics (see :mod:`fedsign.signs`).
 
     Parameters
     ----------
@@ -80,7 +80,7 @@ class FedAvg(FlowerFedAvg):
         ``time.monotonic()`` value after which no new round starts.
     """
 
-    # Client objectives this strategy asks every client to add to its cross-entropy.
+    # Client objectives that every client adds to its cross-entropy under this strategy.
     objectives: tuple[str, ...] = ()
 
     def __init__(

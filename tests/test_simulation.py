@@ -86,7 +86,8 @@ def test_grid_skips_completed_runs_and_prints_table(fedavg_run, output):
                      "--seeds", "0", "--output-dir", str(output / "a"))
     assert result.returncode == 0, result.stderr[-4000:]
     assert "already completed, skipped" in result.stderr
-    assert "| fedavg" in result.stdout and "| fedsign" in result.stdout
+    assert "| fedavg" in result.stdout
+    assert "| fedsign" in result.stdout
     assert "±" in result.stdout
     (table,) = (output / "a").glob("grid-*.md")
     assert "| fedsign" in table.read_text()
